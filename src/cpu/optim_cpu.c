@@ -1,0 +1,45 @@
+/* CPU optimizer updates (SGD, Adam, AdamW) over flat f32/f64 buffers, PyTorch semantics
+ * as documented on cg_optim_call in backend.h. Arithmetic in double, stored back in the
+ * buffers' dtype. */
+#include <math.h>
+
+#include "cpu_kernels.h"
+
+#define T float
+#define FN(name) CG_CPU_CAT(name, f32)
+#include "optim_cpu.inc"
+#undef T
+#undef FN
+
+#define T double
+#define FN(name) CG_CPU_CAT(name, f64)
+#include "optim_cpu.inc"
+#undef T
+#undef FN
+
+static cg_status check_buf(const cg_optim_call *c, const cg_tensor *t, const char *what, int64_t n) {
+    if (!t) return CG_FAIL(CG_E_INVALID, "optimizer: %s buffer is NULL", what);
+    if (t->dtype != c->param->dtype)
+        return CG_FAIL(CG_E_DTYPE, "optimizer: %s is %s but the parameter is %s", what, cg_dtype_name(t->dtype),
+                       cg_dtype_name(c->param->dtype));
+    if (cg_cpu_numel(t) != n)
+        return CG_FAIL(CG_E_SHAPE, "optimizer: %s has %lld elements, the parameter %lld", what,
+                       (long long)cg_cpu_numel(t), (long long)n);
+    return CG_OK;
+}
+
+cg_status cg_optim_cpu(const cg_optim_call *c) {
+    if (!c || !c->param) return CG_FAIL(CG_E_INVALID, "optimizer: no parameter given");
+    int64_t n = cg_cpu_numel(c->param);
+    CG_TRY(check_buf(c, c->grad, "grad", n));
+    if (c->kind == CG_OPTIM_SGD) {
+        if (c->momentum != 0.0) CG_TRY(check_buf(c, c->m, "momentum", n));
+    } else if (c->kind == CG_OPTIM_ADAM || c->kind == CG_OPTIM_ADAMW) {
+        CG_TRY(check_buf(c, c->m, "exp_avg", n));
+        CG_TRY(check_buf(c, c->v, "exp_avg_sq", n));
+        if (c->step < 1) return CG_FAIL(CG_E_INVALID, "optimizer: step %lld must be >= 1", (long long)c->step);
+    } else {
+        return CG_FAIL(CG_E_INVALID, "optimizer: unknown kind %d", (int)c->kind);
+    }
+    CG_CPU_DISPATCH("optimizer", c->param->dtype, optim, c, n);
+}
