@@ -1,0 +1,10 @@
+/* cgrad: a deep-learning runtime in C. Umbrella header. */
+#ifndef CGRAD_H
+#define CGRAD_H
+
+#include "cgrad/common.h"
+#include "cgrad/tensor.h"
+#include "cgrad/ops.h"
+#include "cgrad/autograd.h"
+
+#endif

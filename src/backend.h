@@ -1,0 +1,63 @@
+/* The backend interface: one table of function pointers per device type.
+ *
+ * Kernels receive contiguous tensors on the backend's device. Forward kernels write
+ * (=) c->out and c->aux. Backward kernels write (=) gin[i] for each non-NULL gin[i];
+ * gin[i] has the shape of input i (broadcast inputs get their gradient reduced), so the
+ * engine only has to add it into the accumulated gradient. */
+#ifndef CG_BACKEND_H
+#define CG_BACKEND_H
+
+#include "internal.h"
+
+typedef cg_status (*cg_fwd_fn)(const cg_op_call *c);
+typedef cg_status (*cg_bwd_fn)(const cg_op_call *c, const cg_tensor *gout, cg_tensor *const *gin);
+
+typedef enum cg_copy_kind { CG_COPY_H2D, CG_COPY_D2H, CG_COPY_D2D } cg_copy_kind;
+typedef enum cg_rand_dist { CG_RAND_UNIFORM, CG_RAND_NORMAL } cg_rand_dist;
+
+typedef enum cg_optim_kind { CG_OPTIM_SGD, CG_OPTIM_ADAM, CG_OPTIM_ADAMW } cg_optim_kind;
+
+/* One optimizer update over flat, contiguous, same-length f32/f64 buffers.
+ * SGD (PyTorch semantics): g = grad + wd*param; buf = momentum*buf + (1-dampening)*g
+ *   (buf = g on step 1); g = nesterov ? g + momentum*buf : buf; param -= lr*g.
+ * Adam: g = grad + wd*param; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
+ *   param -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps).
+ * AdamW: param *= 1 - lr*wd first, then Adam without the wd term. */
+typedef struct cg_optim_call {
+    cg_optim_kind kind;
+    cg_tensor *param, *grad;
+    cg_tensor *m, *v; /* SGD uses m as the momentum buffer; NULL when momentum == 0 */
+    double lr, momentum, dampening, weight_decay, beta1, beta2, eps;
+    int nesterov;
+    int64_t step; /* 1 on the first update */
+} cg_optim_call;
+
+typedef struct cg_backend {
+    const char *name;
+    cg_device_type type;
+    /* memory: nbytes may be 0 (return a non-NULL dummy or NULL, free must accept it) */
+    cg_status (*alloc)(int dev, size_t nbytes, void **ptr);
+    void (*free)(int dev, void *ptr);
+    cg_status (*memcpy)(int dev, void *dst, const void *src, size_t nbytes, cg_copy_kind kind);
+    /* dst <- src elementwise, any strides, converting dtype (all dtypes) */
+    cg_status (*copy_strided)(cg_tensor *dst, const cg_tensor *src);
+    cg_status (*fill)(cg_tensor *t, double value); /* contiguous t, any dtype */
+    cg_status (*rand)(cg_tensor *t, cg_rand_dist dist, double a, double b, uint64_t seed, uint64_t offset);
+    cg_status (*axpy)(cg_tensor *y, double alpha, const cg_tensor *x); /* y += alpha*x, contiguous */
+    cg_status (*scal)(cg_tensor *y, double alpha);                     /* y *= alpha */
+    cg_status (*sumsq)(const cg_tensor *x, double *out);               /* to host */
+    cg_status (*optim)(const cg_optim_call *c);
+    cg_status (*sync)(int dev);
+    const cg_fwd_fn *forward;  /* [CG_OP_COUNT], NULL where unsupported */
+    const cg_bwd_fn *backward; /* [CG_OP_COUNT] */
+} cg_backend;
+
+/* Backend for a device type, or NULL with an error recorded. */
+const cg_backend *cg__backend(cg_device dev);
+
+extern const cg_backend cg_cpu_backend;
+#ifdef CG_HAVE_CUDA
+extern const cg_backend cg_cuda_backend;
+#endif
+
+#endif
