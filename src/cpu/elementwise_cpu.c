@@ -1,0 +1,123 @@
+/* CPU elementwise kernels: add/sub/mul/div with numpy broadcasting, scale, exp/log/sqrt
+ * and the activations. Math runs in double and rounds once on store. Broadcast backward
+ * sums the gradient over the broadcast axes in a double scratch buffer. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "cpu_kernels.h"
+
+/* Output geometry with each input's element strides aligned to it (0 on broadcast axes);
+ * adjacent axes that both inputs walk densely are merged. */
+typedef struct bcast {
+    int nd;
+    int64_t n;
+    int64_t shape[CG_MAX_DIMS];
+    int64_t sa[CG_MAX_DIMS], sb[CG_MAX_DIMS];
+} bcast;
+
+static void align_strides(const cg_tensor *t, const int64_t *oshape, int nd, int64_t *s) {
+    int off = nd - t->ndim;
+    int64_t acc = 1;
+    for (int d = nd - 1; d >= 0; d--) {
+        if (d < off) {
+            s[d] = 0;
+            continue;
+        }
+        int64_t dim = t->shape[d - off];
+        s[d] = (dim == 1 && oshape[d] != 1) ? 0 : acc;
+        acc *= dim;
+    }
+}
+
+static void bcast_init(bcast *it, const cg_tensor *out, const cg_tensor *a, const cg_tensor *b) {
+    int nd = out->ndim;
+    int64_t sa[CG_MAX_DIMS], sb[CG_MAX_DIMS];
+    align_strides(a, out->shape, nd, sa);
+    align_strides(b, out->shape, nd, sb);
+    it->n = cg__numel(out->shape, nd);
+    it->nd = 0;
+    for (int d = 0; d < nd; d++) {
+        int k = it->nd;
+        if (k > 0 && it->sa[k - 1] == sa[d] * out->shape[d] && it->sb[k - 1] == sb[d] * out->shape[d]) {
+            it->shape[k - 1] *= out->shape[d]; /* merge into the previous axis */
+            it->sa[k - 1] = sa[d];
+            it->sb[k - 1] = sb[d];
+            continue;
+        }
+        it->shape[k] = out->shape[d];
+        it->sa[k] = sa[d];
+        it->sb[k] = sb[d];
+        it->nd++;
+    }
+}
+
+/* Runs the statement(s) given after `it` for every output element, with `pos` (output
+ * index), `ia` and `ib` (input indices) in scope. */
+#define BCAST_LOOP(it, ...)                                                                                    \
+    do {                                                                                                      \
+        int64_t idx_[CG_MAX_DIMS] = {0}, oa_ = 0, ob_ = 0;                                                    \
+        int nd_ = (it).nd;                                                                                    \
+        int64_t inner_ = nd_ ? (it).shape[nd_ - 1] : 1;                                                       \
+        int64_t ia_s_ = nd_ ? (it).sa[nd_ - 1] : 0, ib_s_ = nd_ ? (it).sb[nd_ - 1] : 0;                       \
+        for (int64_t base_ = 0; base_ < (it).n; base_ += inner_) {                                            \
+            for (int64_t k_ = 0; k_ < inner_; k_++) {                                                         \
+                int64_t pos = base_ + k_, ia = oa_ + k_ * ia_s_, ib = ob_ + k_ * ib_s_;                       \
+                (void)pos, (void)ia, (void)ib;                                                                \
+                __VA_ARGS__;                                                                                  \
+            }                                                                                                 \
+            for (int d_ = nd_ - 2; d_ >= 0; d_--) {                                                           \
+                idx_[d_]++;                                                                                   \
+                oa_ += (it).sa[d_];                                                                           \
+                ob_ += (it).sb[d_];                                                                           \
+                if (idx_[d_] < (it).shape[d_]) break;                                                         \
+                oa_ -= (it).sa[d_] * (it).shape[d_];                                                          \
+                ob_ -= (it).sb[d_] * (it).shape[d_];                                                          \
+                idx_[d_] = 0;                                                                                 \
+            }                                                                                                 \
+        }                                                                                                     \
+    } while (0)
+
+/* Double scratch for a gradient that is summed over broadcast axes, or NULL when g has
+ * the output's element count (written directly). *fail is set on allocation failure. */
+static double *reduce_scratch(const cg_tensor *g, int64_t n_out, int *fail) {
+    if (!g) return NULL;
+    int64_t n = cg_cpu_numel(g);
+    if (n == n_out) return NULL;
+    double *s = calloc((size_t)(n ? n : 1), sizeof(double));
+    if (!s) *fail = 1;
+    return s;
+}
+
+#define T float
+#define FN(name) CG_CPU_CAT(name, f32)
+#include "elementwise_cpu.inc"
+#undef T
+#undef FN
+
+#define T double
+#define FN(name) CG_CPU_CAT(name, f64)
+#include "elementwise_cpu.inc"
+#undef T
+#undef FN
+
+cg_status cg_binary_fwd_cpu(const cg_op_call *c) {
+    CG_CPU_DISPATCH(cg_cpu_op_name(c), c->out->dtype, binary_fwd, c);
+}
+
+cg_status cg_binary_bwd_cpu(const cg_op_call *c, const cg_tensor *gout, cg_tensor *const *gin) {
+    CG_CPU_DISPATCH(cg_cpu_op_name(c), gout->dtype, binary_bwd, c, gout, gin);
+}
+
+cg_status cg_scale_fwd_cpu(const cg_op_call *c) { CG_CPU_DISPATCH("scale", c->out->dtype, scale_fwd, c); }
+
+cg_status cg_scale_bwd_cpu(const cg_op_call *c, const cg_tensor *gout, cg_tensor *const *gin) {
+    CG_CPU_DISPATCH("scale", gout->dtype, scale_bwd, c, gout, gin);
+}
+
+cg_status cg_unary_fwd_cpu(const cg_op_call *c) {
+    CG_CPU_DISPATCH(cg_cpu_op_name(c), c->out->dtype, unary_fwd, c);
+}
+
+cg_status cg_unary_bwd_cpu(const cg_op_call *c, const cg_tensor *gout, cg_tensor *const *gin) {
+    CG_CPU_DISPATCH(cg_cpu_op_name(c), gout->dtype, unary_bwd, c, gout, gin);
+}

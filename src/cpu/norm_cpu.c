@@ -1,0 +1,63 @@
+/* CPU layer norm (over the last axis) and batch norm (over axis 0 of (N, C)).
+ * Statistics are computed two-pass in double; variance is biased for normalising.
+ * aux0 = mean and aux1 = rstd = 1/sqrt(var + eps), in x's dtype, per row (layernorm) or
+ * per channel (batchnorm); backward reads them instead of recomputing.
+ * Backward, with xhat = (x - mean) rstd and dxhat = g gamma:
+ *   layernorm / batchnorm training: dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))
+ *   batchnorm eval:                 dx = rstd dxhat
+ *   dgamma = sum g xhat, dbeta = sum g (over rows). */
+#include <math.h>
+#include <stdlib.h>
+
+#include "cpu_kernels.h"
+
+#define T float
+#define FN(name) CG_CPU_CAT(name, f32)
+#include "norm_cpu.inc"
+#undef T
+#undef FN
+
+#define T double
+#define FN(name) CG_CPU_CAT(name, f64)
+#include "norm_cpu.inc"
+#undef T
+#undef FN
+
+static cg_status check_aux(const cg_op_call *c, const char *op) {
+    if (!c->aux[0] || !c->aux[1]) return CG_FAIL(CG_E_INTERNAL, "%s: mean/rstd buffers missing", op);
+    return CG_OK;
+}
+
+cg_status cg_layernorm_fwd_cpu(const cg_op_call *c) {
+    CG_CPU_DISPATCH("layernorm", c->out->dtype, layernorm_fwd, c);
+}
+
+cg_status cg_layernorm_bwd_cpu(const cg_op_call *c, const cg_tensor *gout, cg_tensor *const *gin) {
+    CG_TRY(check_aux(c, "layernorm backward"));
+    CG_CPU_DISPATCH("layernorm", gout->dtype, layernorm_bwd, c, gout, gin);
+}
+
+static cg_status bn_check(const cg_op_call *c, const cg_tensor *x) {
+    if (x->ndim != 2) {
+        char b[96];
+        return CG_FAIL(CG_E_SHAPE, "batchnorm: x must be (N, C), got %s", cg__shape_str(x->shape, x->ndim, b, sizeof b));
+    }
+    if (c->p->training && x->shape[0] <= 1)
+        return CG_FAIL(CG_E_SHAPE, "batchnorm: training needs more than 1 row per channel (got N = %lld)",
+                       (long long)x->shape[0]);
+    return CG_OK;
+}
+
+cg_status cg_batchnorm_fwd_cpu(const cg_op_call *c) {
+    CG_TRY(bn_check(c, c->in[0]));
+    if (!c->p->training && (!c->in[3] || !c->in[4]))
+        return CG_FAIL(CG_E_INVALID, "batchnorm: eval mode needs running_mean and running_var; "
+                                     "pass them or use training mode");
+    CG_CPU_DISPATCH("batchnorm", c->out->dtype, batchnorm_fwd, c);
+}
+
+cg_status cg_batchnorm_bwd_cpu(const cg_op_call *c, const cg_tensor *gout, cg_tensor *const *gin) {
+    CG_TRY(check_aux(c, "batchnorm backward"));
+    CG_TRY(bn_check(c, gout));
+    CG_CPU_DISPATCH("batchnorm", gout->dtype, batchnorm_bwd, c, gout, gin);
+}
