@@ -111,7 +111,7 @@ cg_status cg__apply(cg_op op, const cg_op_params *p, const cg_tensor *const *in,
         /* softmax_ce writes its gradient as aux: only when a backward can follow */
         if (op == CG_OP_SOFTMAX_CE && !record) continue;
         int64_t as[CG_MAX_DIMS];
-        int an;
+        int an = 0;
         CG_CHECK_GOTO(aux_shape(&c, k, as, &an));
         CG_CHECK_GOTO(cg__tensor_new(as, an, dt, dev, &c.aux[k]));
     }

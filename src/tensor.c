@@ -101,7 +101,7 @@ cg_status cg__tensor_new(const int64_t *shape, int ndim, cg_dtype dt, cg_device 
     CG_TRY(check_shape(shape, ndim, dt, "tensor"));
     int64_t strides[CG_MAX_DIMS];
     cg__contiguous_strides(shape, ndim, strides);
-    cg_storage *st;
+    cg_storage *st = NULL;
     CG_TRY(storage_new(dev, (size_t)cg__numel(shape, ndim) * cg_dtype_size(dt), &st));
     cg_tensor *t = header_new(st, dt, shape, strides, ndim, 0);
     if (!t) {
