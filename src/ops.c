@@ -261,6 +261,8 @@ cg_status cg_batchnorm(const cg_tensor *x, const cg_tensor *gamma, const cg_tens
     if (training && x->shape[0] < 2)
         return CG_FAIL(CG_E_SHAPE, "batchnorm: training needs more than 1 row per channel, got %lld",
                        (long long)x->shape[0]);
+    if ((running_mean && !cg_tensor_is_contiguous(running_mean)) || (running_var && !cg_tensor_is_contiguous(running_var)))
+        return CG_FAIL(CG_E_INVALID, "batchnorm: running statistics must be contiguous (they are updated in place)");
     if ((running_mean && running_mean->requires_grad) || (running_var && running_var->requires_grad))
         return CG_FAIL(CG_E_INVALID, "batchnorm: running statistics must not require grad");
     if (!(eps >= 0) || !(momentum >= 0 && momentum <= 1))
