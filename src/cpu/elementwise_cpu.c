@@ -88,17 +88,8 @@ static double *reduce_scratch(const cg_tensor *g, int64_t n_out, int *fail) {
     return s;
 }
 
-#define T float
-#define FN(name) CG_CPU_CAT(name, f32)
-#include "elementwise_cpu.inc"
-#undef T
-#undef FN
-
-#define T double
-#define FN(name) CG_CPU_CAT(name, f64)
-#include "elementwise_cpu.inc"
-#undef T
-#undef FN
+#define CG_CPU_TEMPLATE "elementwise_cpu.inc"
+#include "instantiate.h"
 
 cg_status cg_binary_fwd_cpu(const cg_op_call *c) {
     CG_CPU_DISPATCH(cg_cpu_op_name(c), c->out->dtype, binary_fwd, c);

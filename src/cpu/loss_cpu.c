@@ -18,17 +18,8 @@ static int64_t label_at(const cg_tensor *labels, int64_t r) {
                                    : ((const int64_t *)cg__ptr(labels))[r];
 }
 
-#define T float
-#define FN(name) CG_CPU_CAT(name, f32)
-#include "loss_cpu.inc"
-#undef T
-#undef FN
-
-#define T double
-#define FN(name) CG_CPU_CAT(name, f64)
-#include "loss_cpu.inc"
-#undef T
-#undef FN
+#define CG_CPU_TEMPLATE "loss_cpu.inc"
+#include "instantiate.h"
 
 cg_status cg_mse_fwd_cpu(const cg_op_call *c) { CG_CPU_DISPATCH("mse_loss", c->in[0]->dtype, mse_fwd, c); }
 

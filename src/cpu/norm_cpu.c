@@ -11,17 +11,8 @@
 
 #include "cpu_kernels.h"
 
-#define T float
-#define FN(name) CG_CPU_CAT(name, f32)
-#include "norm_cpu.inc"
-#undef T
-#undef FN
-
-#define T double
-#define FN(name) CG_CPU_CAT(name, f64)
-#include "norm_cpu.inc"
-#undef T
-#undef FN
+#define CG_CPU_TEMPLATE "norm_cpu.inc"
+#include "instantiate.h"
 
 static cg_status check_aux(const cg_op_call *c, const char *op) {
     if (!c->aux[0] || !c->aux[1]) return CG_FAIL(CG_E_INTERNAL, "%s: mean/rstd buffers missing", op);

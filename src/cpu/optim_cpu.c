@@ -5,17 +5,8 @@
 
 #include "cpu_kernels.h"
 
-#define T float
-#define FN(name) CG_CPU_CAT(name, f32)
-#include "optim_cpu.inc"
-#undef T
-#undef FN
-
-#define T double
-#define FN(name) CG_CPU_CAT(name, f64)
-#include "optim_cpu.inc"
-#undef T
-#undef FN
+#define CG_CPU_TEMPLATE "optim_cpu.inc"
+#include "instantiate.h"
 
 static cg_status check_buf(const cg_optim_call *c, const cg_tensor *t, const char *what, int64_t n) {
     if (!t) return CG_FAIL(CG_E_INVALID, "optimizer: %s buffer is NULL", what);

@@ -24,17 +24,8 @@ static cg_status check_axis(const cg_op_call *c, const cg_tensor *x) {
     return CG_OK;
 }
 
-#define T float
-#define FN(name) CG_CPU_CAT(name, f32)
-#include "reduce_cpu.inc"
-#undef T
-#undef FN
-
-#define T double
-#define FN(name) CG_CPU_CAT(name, f64)
-#include "reduce_cpu.inc"
-#undef T
-#undef FN
+#define CG_CPU_TEMPLATE "reduce_cpu.inc"
+#include "instantiate.h"
 
 cg_status cg_reduce_fwd_cpu(const cg_op_call *c) {
     CG_TRY(check_axis(c, c->in[0]));

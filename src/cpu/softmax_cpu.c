@@ -5,17 +5,8 @@
 
 #include "cpu_kernels.h"
 
-#define T float
-#define FN(name) CG_CPU_CAT(name, f32)
-#include "softmax_cpu.inc"
-#undef T
-#undef FN
-
-#define T double
-#define FN(name) CG_CPU_CAT(name, f64)
-#include "softmax_cpu.inc"
-#undef T
-#undef FN
+#define CG_CPU_TEMPLATE "softmax_cpu.inc"
+#include "instantiate.h"
 
 cg_status cg_softmax_fwd_cpu(const cg_op_call *c) {
     CG_CPU_DISPATCH(cg_cpu_op_name(c), c->out->dtype, softmax_fwd, c);
