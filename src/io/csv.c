@@ -315,6 +315,14 @@ cg_status cg_csv_load_mem(const char *data, size_t n, const char *name, const cg
             else if (dt == CG_I64 && (v < -9.2e18 || v > 9.2e18)) what = "is out of range for i64";
             if (what) {
                 short_text(t, cb, sizeof cb);
+                if (k == NUM_EMPTY) { /* nothing to quote */
+                    if (names)
+                        st = CG_FAIL(code, "csv: %s: line %ld, column %d ('%s'): empty cell", name, r.line, i + 1,
+                                     names[i]);
+                    else
+                        st = CG_FAIL(code, "csv: %s: line %ld, column %d: empty cell", name, r.line, i + 1);
+                    goto done;
+                }
                 if (names)
                     st = CG_FAIL(code, "csv: %s: line %ld, column %d ('%s'): '%s' %s", name, r.line, i + 1, names[i],
                                  cb, what);

@@ -25,6 +25,12 @@ typedef struct idx_src {
     int z_end;
 } idx_src;
 
+/* gzerror() prefixes its message with the path: drop it, ours names the file already. */
+static const char *gz_msg(const idx_src *s, const char *m) {
+    size_t k = strlen(s->name);
+    return strncmp(m, s->name, k) == 0 && m[k] == ':' && m[k + 1] == ' ' ? m + k + 2 : m;
+}
+
 /* Reads up to n bytes; returns the count (short only at the end) or -1 with the error set. */
 static long long src_read(idx_src *s, void *buf, size_t n) {
     if (s->gz) {
@@ -35,7 +41,7 @@ static long long src_read(idx_src *s, void *buf, size_t n) {
             if (r < 0) {
                 int zerr;
                 const char *m = gzerror(s->gz, &zerr);
-                CG_FAIL(CG_E_FORMAT, "idx: %s: corrupt or unreadable data: %s", s->name, m);
+                CG_FAIL(CG_E_FORMAT, "idx: %s: corrupt or unreadable data: %s", s->name, gz_msg(s, m));
                 return -1;
             }
             if (r == 0) break;
@@ -45,7 +51,7 @@ static long long src_read(idx_src *s, void *buf, size_t n) {
             int zerr;
             const char *m = gzerror(s->gz, &zerr);
             if (zerr != Z_OK) {
-                CG_FAIL(CG_E_FORMAT, "idx: %s: truncated or corrupt gzip data: %s", s->name, m);
+                CG_FAIL(CG_E_FORMAT, "idx: %s: truncated or corrupt gzip data: %s", s->name, gz_msg(s, m));
                 return -1;
             }
         }
