@@ -1,0 +1,237 @@
+/* Dataset, loader and standardisation: every sample exactly once per epoch, x/y rows stay
+ * paired, seeded permutations reproducible and different across epochs and seeds, partial
+ * last batch kept or dropped, standardisation against a float64 reference. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cgrad/data.h"
+#include "cgt.h"
+
+/* x row i = (i, 10i + j...), y[i] = i: lets a test recover which sample it got. */
+static void make_data(int64_t n, int64_t f, cg_tensor **x, cg_tensor **y) {
+    double *xv = malloc((size_t)(n * f) * sizeof *xv), *yv = malloc((size_t)n * sizeof *yv);
+    for (int64_t i = 0; i < n; i++) {
+        yv[i] = (double)i;
+        for (int64_t j = 0; j < f; j++) xv[i * f + j] = (double)(i * 100 + j);
+    }
+    int64_t xs[2] = {n, f}, ys[1] = {n};
+    *x = cgt_tensor(xv, xs, 2, CG_F32, CG_CPU);
+    *y = cgt_tensor(yv, ys, 1, CG_I64, CG_CPU);
+    free(xv);
+    free(yv);
+}
+
+START_TEST(test_epochs_cover_everything) {
+    cgt_rand r = cgt_rand_make("loader_cover");
+    for (int trial = 0; trial < 6; trial++) {
+        int64_t n = cgt_randint(&r, 1, 300), f = cgt_randint(&r, 1, 5), bs = cgt_randint(&r, 1, 40);
+        int drop = trial % 2;
+        cg_tensor *x, *y;
+        make_data(n, f, &x, &y);
+        cg_dataset *ds;
+        CGT_OK(cg_dataset_from_tensors(x, y, &ds));
+        ck_assert_int_eq(cg_dataset_len(ds), n);
+        cg_loader_opts o = {.batch_size = bs, .shuffle = 1, .seed = cgt_next(&r), .drop_last = drop, .device = CG_CPU};
+        cg_loader *l;
+        CGT_OK(cg_loader_create(ds, &o, &l));
+        int64_t want_batches = drop ? n / bs : (n + bs - 1) / bs;
+        ck_assert_int_eq(cg_loader_num_batches(l), want_batches);
+        int64_t *order[2];
+        for (int e = 0; e < 2; e++) {
+            ck_assert_int_eq((int64_t)cg_loader_epoch(l), e);
+            order[e] = malloc((size_t)n * sizeof(int64_t));
+            int *seen = calloc((size_t)n, sizeof *seen);
+            int64_t got = 0, batches = 0;
+            for (;;) {
+                cg_tensor *bx, *by;
+                CGT_OK(cg_loader_next(l, &bx, &by));
+                if (!bx) {
+                    ck_assert_ptr_null(by);
+                    break;
+                }
+                batches++;
+                int64_t b = cg_tensor_shape(bx)[0];
+                ck_assert_int_eq(cg_tensor_shape(bx)[1], f);
+                ck_assert(b == bs || (!drop && b == n % bs && batches == want_batches));
+                const float *px = cg_tensor_data(bx);
+                const int64_t *py = cg_tensor_data(by);
+                for (int64_t i = 0; i < b; i++) {
+                    int64_t s = py[i];
+                    ck_assert(s >= 0 && s < n);
+                    ck_assert_int_eq(seen[s]++, 0);
+                    for (int64_t j = 0; j < f; j++) ck_assert_float_eq(px[i * f + j], (float)(s * 100 + j));
+                    order[e][got++] = s;
+                }
+                cg_tensor_release(bx);
+                cg_tensor_release(by);
+            }
+            ck_assert_int_eq(batches, want_batches);
+            ck_assert_int_eq(got, drop ? (n / bs) * bs : n);
+            /* the order follows the documented permutation */
+            int64_t *perm = malloc((size_t)n * sizeof *perm);
+            CGT_OK(cg_permutation(o.seed, (uint64_t)e, n, perm));
+            for (int64_t i = 0; i < got; i++) ck_assert_int_eq(order[e][i], perm[i]);
+            free(perm);
+            free(seen);
+        }
+        if (n >= 20 && !drop) ck_assert(memcmp(order[0], order[1], (size_t)n * sizeof(int64_t)) != 0);
+        /* set_epoch replays epoch 0 */
+        CGT_OK(cg_loader_set_epoch(l, 0));
+        cg_tensor *bx, *by;
+        CGT_OK(cg_loader_next(l, &bx, &by));
+        if (bx) {
+            ck_assert_int_eq(((int64_t *)cg_tensor_data(by))[0], order[0][0]);
+            cg_tensor_release(bx);
+            cg_tensor_release(by);
+        }
+        free(order[0]);
+        free(order[1]);
+        cg_loader_free(l);
+        cg_dataset_free(ds);
+        cg_tensor_release(x);
+        cg_tensor_release(y);
+    }
+}
+END_TEST
+
+START_TEST(test_permutation_properties) {
+    cgt_rand r = cgt_rand_make("loader_perm");
+    uint64_t seed = cgt_next(&r);
+    int64_t n = 1000;
+    int64_t *a = malloc((size_t)n * sizeof *a), *b = malloc((size_t)n * sizeof *b);
+    CGT_OK(cg_permutation(seed, 3, n, a));
+    CGT_OK(cg_permutation(seed, 3, n, b));
+    ck_assert(memcmp(a, b, (size_t)n * sizeof *a) == 0); /* reproducible */
+    CGT_OK(cg_permutation(seed + 1, 3, n, b));
+    ck_assert(memcmp(a, b, (size_t)n * sizeof *a) != 0); /* seed matters */
+    int64_t fixed = 0;
+    for (int64_t i = 0; i < n; i++) fixed += a[i] == i;
+    ck_assert_int_lt(fixed, 10); /* a uniform permutation has ~1 fixed point */
+    /* position of element 0 over many epochs is roughly uniform over 4 slots */
+    int64_t cnt[4] = {0};
+    int64_t p4[4];
+    for (uint64_t e = 0; e < 4000; e++) {
+        CGT_OK(cg_permutation(seed, e, 4, p4));
+        for (int i = 0; i < 4; i++)
+            if (p4[i] == 0) cnt[i]++;
+    }
+    for (int i = 0; i < 4; i++) ck_assert_msg(cnt[i] > 850 && cnt[i] < 1150, "slot %d: %lld of 4000", i, (long long)cnt[i]);
+    free(a);
+    free(b);
+}
+END_TEST
+
+START_TEST(test_no_shuffle_and_errors) {
+    cg_tensor *x, *y;
+    make_data(10, 2, &x, &y);
+    cg_dataset *ds;
+    CGT_OK(cg_dataset_from_tensors(x, NULL, &ds));
+    cg_loader_opts o = {.batch_size = 4, .device = CG_CPU};
+    cg_loader *l;
+    CGT_OK(cg_loader_create(ds, &o, &l));
+    int64_t next = 0;
+    cg_tensor *bx, *by = (cg_tensor *)(uintptr_t)1;
+    for (;;) {
+        CGT_OK(cg_loader_next(l, &bx, &by));
+        ck_assert_ptr_null(by);
+        if (!bx) break;
+        const float *p = cg_tensor_data(bx);
+        for (int64_t i = 0; i < cg_tensor_shape(bx)[0]; i++) ck_assert_float_eq(p[2 * i], (float)(100 * next++));
+        cg_tensor_release(bx);
+    }
+    ck_assert_int_eq(next, 10);
+    cg_loader_free(l);
+    cg_dataset_free(ds);
+    int64_t s3[1] = {3};
+    cg_tensor *y3;
+    CGT_OK(cg_tensor_zeros(s3, 1, CG_I64, CG_CPU, &y3));
+    CGT_FAILS(cg_dataset_from_tensors(x, y3, &ds), CG_E_SHAPE, "10 samples", "3");
+    CGT_OK(cg_dataset_from_tensors(x, y, &ds));
+    o.batch_size = 0;
+    CGT_FAILS(cg_loader_create(ds, &o, &l), CG_E_INVALID, "batch_size");
+    cg_dataset_free(ds);
+    cg_tensor_release(y3);
+    cg_tensor_release(x);
+    cg_tensor_release(y);
+}
+END_TEST
+
+START_TEST(test_standardize) {
+    cgt_rand r = cgt_rand_make("standardize");
+    int64_t n = cgt_randint(&r, 2, 100), f = cgt_randint(&r, 1, 6);
+    int64_t shape[2] = {n, f};
+    double *v = malloc((size_t)(n * f) * sizeof *v);
+    for (int64_t i = 0; i < n * f; i++) v[i] = (i % f == 0) ? 42.0 : cgt_normal(&r) * 7 + 3 * (double)(i % f);
+    cg_tensor *x = cgt_tensor(v, shape, 2, CG_F64, CG_CPU), *mean, *std;
+    CGT_OK(cg_standardize_fit(x, &mean, &std));
+    ck_assert_int_eq(cg_tensor_ndim(mean), 1);
+    ck_assert_int_eq(cg_tensor_shape(mean)[0], f);
+    double *m = cgt_read(mean), *s = cgt_read(std);
+    for (int64_t j = 0; j < f; j++) {
+        double rm = 0, rv = 0;
+        for (int64_t i = 0; i < n; i++) rm += v[i * f + j];
+        rm /= (double)n;
+        for (int64_t i = 0; i < n; i++) rv += (v[i * f + j] - rm) * (v[i * f + j] - rm);
+        double rs = j == 0 ? 1.0 : sqrt(rv / (double)n); /* constant column gets std 1 */
+        CGT_ASSERT_CLOSE(m[j], rm, 1e-12 * (1 + fabs(rm)));
+        CGT_ASSERT_CLOSE(s[j], rs, 1e-12 * (1 + rs));
+    }
+    CGT_OK(cg_standardize_apply(x, mean, std));
+    double *z = cgt_read(x);
+    for (int64_t i = 0; i < n * f; i++) CGT_ASSERT_CLOSE(z[i], (v[i] - m[i % f]) / s[i % f], 1e-12);
+    free(z);
+    free(m);
+    free(s);
+    v[1 % (n * f)] = NAN;
+    cg_tensor *bad = cgt_tensor(v, shape, 2, CG_F64, CG_CPU), *m2, *s2;
+    CGT_FAILS(cg_standardize_fit(bad, &m2, &s2), CG_E_NUMERIC, "NaN");
+    int64_t wrong[1] = {f + 1};
+    cg_tensor *wm;
+    CGT_OK(cg_tensor_zeros(wrong, 1, CG_F64, CG_CPU, &wm));
+    CGT_FAILS(cg_standardize_apply(x, wm, wm), CG_E_SHAPE, "does not match");
+    cg_tensor_release(wm);
+    cg_tensor_release(bad);
+    cg_tensor_release(mean);
+    cg_tensor_release(std);
+    cg_tensor_release(x);
+    free(v);
+}
+END_TEST
+
+START_TEST(test_scope_handoff) {
+    /* batches handed out inside a scope are released by the scope, not twice */
+    cg_tensor *x, *y;
+    make_data(8, 3, &x, &y);
+    cg_dataset *ds;
+    CGT_OK(cg_dataset_from_tensors(x, y, &ds));
+    cg_loader_opts o = {.batch_size = 3, .shuffle = 1, .seed = 7, .device = CG_CPU};
+    cg_loader *l;
+    CGT_OK(cg_loader_create(ds, &o, &l));
+    for (int step = 0; step < 5; step++) {
+        CGT_OK(cg_scope_begin());
+        cg_tensor *bx, *by;
+        CGT_OK(cg_loader_next(l, &bx, &by));
+        CGT_OK(cg_scope_end());
+    }
+    cg_loader_free(l);
+    cg_dataset_free(ds);
+    cg_tensor_release(x);
+    cg_tensor_release(y);
+}
+END_TEST
+
+static Suite *suite(void) {
+    Suite *s = suite_create("loader");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, test_epochs_cover_everything);
+    tcase_add_test(tc, test_permutation_properties);
+    tcase_add_test(tc, test_no_shuffle_and_errors);
+    tcase_add_test(tc, test_standardize);
+    tcase_add_test(tc, test_scope_handoff);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return cgt_run_suite(suite()); }
