@@ -194,47 +194,41 @@ static cg_status idx_read(idx_src *s, cg_idx_mode mode, cg_tensor **out) {
     default: return CG_FAIL(CG_E_INVALID, "idx: %s: unknown mode %d", name, (int)mode);
     }
 
-    cg_tensor *t;
-    CG_TRY(cg__tensor_new(shape, ndim, dt, CG_CPU, &t));
-    void *dst = cg_tensor_data(t);
+    /* Payload first, tensor second: a stream (gzip, or a file) may be far shorter than its
+     * header claims, so memory grows with the bytes that actually arrive. */
+    const uint8_t *raw = NULL;
+    uint8_t *owned = NULL;
     cg_status st = CG_OK;
-    if (ty->code == 0x08 && dt == CG_U8) {
-        r = src_read(s, dst, (size_t)nbytes);
-        if (r < 0) st = CG_E_FORMAT;
-        else if (r < nbytes)
-            st = CG_FAIL(CG_E_FORMAT, "idx: %s: truncated: shape %s of %s needs %lld data bytes, the file has %lld",
-                         name, sb, ty->name, (long long)nbytes, r);
+    if (s->mem && !s->inflating) {
+        raw = s->mem + s->pos;
+        s->pos += (size_t)nbytes;
     } else {
-        enum { CHUNK = 1 << 16 };
-        uint8_t *buf = malloc(CHUNK);
-        if (!buf) st = CG_FAIL(CG_E_OOM, "idx: %s: out of memory", name);
-        int64_t done = 0; /* elements */
-        int64_t per = CHUNK / (int64_t)ty->size;
-        while (st == CG_OK && done < numel) {
-            int64_t k = numel - done < per ? numel - done : per;
-            r = src_read(s, buf, (size_t)(k * (int64_t)ty->size));
+        size_t cap = nbytes < (1 << 20) ? (size_t)nbytes : (1 << 20), have = 0;
+        owned = malloc(cap ? cap : 1);
+        if (!owned) return CG_FAIL(CG_E_OOM, "idx: %s: out of memory", name);
+        for (;;) {
+            r = src_read(s, owned + have, cap - have);
             if (r < 0) {
                 st = CG_E_FORMAT;
                 break;
             }
-            if (r < k * (int64_t)ty->size) {
+            have += (size_t)r;
+            if (have < cap) {
                 st = CG_FAIL(CG_E_FORMAT, "idx: %s: truncated: shape %s of %s needs %lld data bytes, the file has "
-                             "%lld", name, sb, ty->name, (long long)nbytes, (long long)(done * (int64_t)ty->size + r));
+                             "%zu", name, sb, ty->name, (long long)nbytes, have);
                 break;
             }
-            for (int64_t i = 0; i < k; i++) {
-                double v = idx_value(ty, buf + i * (int64_t)ty->size);
-                if (ty->is_float && !isfinite(v)) {
-                    st = CG_FAIL(CG_E_NUMERIC, "idx: %s: element %lld is %s", name, (long long)(done + i),
-                                 isnan(v) ? "NaN" : "infinite");
-                    break;
-                }
-                if (mode == CG_IDX_F32_UNIT) v /= 255.0;
-                store(dt, dst, done + i, v);
+            if (have == (size_t)nbytes) break;
+            size_t nc = cap * 2 < (size_t)nbytes ? cap * 2 : (size_t)nbytes;
+            uint8_t *nb = realloc(owned, nc);
+            if (!nb) {
+                st = CG_FAIL(CG_E_OOM, "idx: %s: out of memory reading %zu bytes", name, nc);
+                break;
             }
-            done += k;
+            owned = nb;
+            cap = nc;
         }
-        free(buf);
+        raw = owned;
     }
     if (st == CG_OK) {
         uint8_t extra;
@@ -244,6 +238,26 @@ static cg_status idx_read(idx_src *s, cg_idx_mode mode, cg_tensor **out) {
             st = CG_FAIL(CG_E_FORMAT, "idx: %s: trailing bytes after the %lld data bytes of shape %s of %s", name,
                          (long long)nbytes, sb, ty->name);
     }
+    cg_tensor *t = NULL;
+    if (st == CG_OK) st = cg__tensor_new(shape, ndim, dt, CG_CPU, &t);
+    if (st == CG_OK) {
+        void *dst = cg_tensor_data(t);
+        if (ty->code == 0x08 && dt == CG_U8) {
+            if (nbytes) memcpy(dst, raw, (size_t)nbytes);
+        } else {
+            for (int64_t i = 0; i < numel; i++) {
+                double v = idx_value(ty, raw + i * (int64_t)ty->size);
+                if (ty->is_float && !isfinite(v)) {
+                    st = CG_FAIL(CG_E_NUMERIC, "idx: %s: element %lld is %s", name, (long long)i,
+                                 isnan(v) ? "NaN" : "infinite");
+                    break;
+                }
+                if (mode == CG_IDX_F32_UNIT) v /= 255.0;
+                store(dt, dst, i, v);
+            }
+        }
+    }
+    free(owned);
     if (st != CG_OK) {
         cg_tensor_release(t);
         return st;
