@@ -1,0 +1,131 @@
+/* Losses (thin, checked wrappers over the fused loss ops) and the accuracy metric. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn_internal.h"
+
+static const char *loss_names[CG_LOSS_COUNT] = {"mse", "bce_with_logits", "cross_entropy"};
+
+const char *cg_loss_name(cg_loss_kind k) { return (k >= 0 && k < CG_LOSS_COUNT) ? loss_names[k] : "unknown"; }
+
+cg_loss_config cg_loss_config_default(cg_loss_kind kind) {
+    cg_loss_config c = {.kind = kind, .reduction = CG_REDUCE_MEAN, .label_smoothing = 0.0};
+    return c;
+}
+
+/* target reshaped to pred's shape when only the layout differs ((N) vs (N, 1)) */
+static cg_status match_target(const cg_tensor *pred, const cg_tensor *target, const cg_tensor **out) {
+    *out = target;
+    if (cg__same_shape(pred, target)) return CG_OK;
+    if (cg_tensor_numel(pred) != cg_tensor_numel(target)) {
+        char a[96], b[96];
+        return CG_FAIL(CG_E_SHAPE, "loss: prediction %s and target %s must have the same number of elements",
+                       cg__shape_str(pred->shape, pred->ndim, a, 96), cg__shape_str(target->shape, target->ndim, b, 96));
+    }
+    cg_tensor *r;
+    CG_TRY(cg_reshape(target, pred->shape, pred->ndim, &r));
+    *out = r;
+    return CG_OK;
+}
+
+cg_status cg_loss(const cg_loss_config *cfg, const cg_tensor *pred, const cg_tensor *target, cg_tensor **out) {
+    CG_ARG_NOT_NULL(cfg, "cg_loss");
+    CG_ARG_NOT_NULL(pred, "cg_loss");
+    CG_ARG_NOT_NULL(target, "cg_loss");
+    CG_ARG_NOT_NULL(out, "cg_loss");
+    const cg_tensor *t = target;
+    cg_tensor *moved = NULL;
+    if (!cg__same_device(pred->st->dev, target->st->dev)) {
+        CG_TRY(cg_tensor_to(target, pred->st->dev, &moved));
+        t = moved;
+    }
+    switch (cfg->kind) {
+    case CG_LOSS_MSE:
+    case CG_LOSS_BCE_LOGITS: {
+        if (!cg__is_float(t->dtype)) {
+            cg_tensor *c;
+            CG_TRY(cg_tensor_cast(t, pred->dtype, &c));
+            t = c;
+        }
+        CG_TRY(match_target(pred, t, &t));
+        return cfg->kind == CG_LOSS_MSE ? cg_mse_loss(pred, t, cfg->reduction, out)
+                                        : cg_bce_with_logits(pred, t, cfg->reduction, out);
+    }
+    case CG_LOSS_CROSS_ENTROPY:
+        if (t->dtype != CG_I64 && t->dtype != CG_I32)
+            return CG_FAIL(CG_E_DTYPE, "cross_entropy: labels must be integer class indices (i64 or i32), got %s; "
+                                       "for one-hot or probability targets use MSE or BCE", cg_dtype_name(t->dtype));
+        return cg_softmax_cross_entropy(pred, t, cfg->reduction, cfg->label_smoothing, out);
+    default: return CG_FAIL(CG_E_INVALID, "cg_loss: unknown loss kind %d", (int)cfg->kind);
+    }
+}
+
+/* Host copy as doubles (any dtype, any device). */
+static cg_status host_f64(const cg_tensor *t, double **out) {
+    int64_t n = cg_tensor_numel(t);
+    double *buf = malloc((size_t)(n ? n : 1) * sizeof *buf);
+    if (!buf) return CG_FAIL(CG_E_OOM, "accuracy: out of host memory");
+    cg_status st = CG_OK;
+    if (t->dtype == CG_F64) {
+        st = cg_tensor_to_host(t, buf, (size_t)n * sizeof *buf);
+    } else {
+        CG_TRY(cg_scope_begin());
+        cg_tensor *c = NULL;
+        st = cg_tensor_cast(t, CG_F64, &c);
+        if (st == CG_OK) st = cg_tensor_to_host(c, buf, (size_t)n * sizeof *buf);
+        cg_scope_end();
+    }
+    if (st != CG_OK) {
+        free(buf);
+        return st;
+    }
+    *out = buf;
+    return CG_OK;
+}
+
+cg_status cg_accuracy_count(const cg_tensor *pred, const cg_tensor *target, int64_t *correct, int64_t *total) {
+    CG_ARG_NOT_NULL(pred, "cg_accuracy_count");
+    CG_ARG_NOT_NULL(target, "cg_accuracy_count");
+    CG_ARG_NOT_NULL(correct, "cg_accuracy_count");
+    int64_t n = pred->ndim ? pred->shape[0] : 1;
+    int64_t c = pred->ndim == 2 ? pred->shape[1] : 1;
+    if (cg_tensor_numel(target) != n) {
+        char a[96], b[96];
+        return CG_FAIL(CG_E_SHAPE, "accuracy: %s predictions need one target per row, got %s",
+                       cg__shape_str(pred->shape, pred->ndim, a, 96), cg__shape_str(target->shape, target->ndim, b, 96));
+    }
+    if (pred->ndim > 2) return CG_FAIL(CG_E_SHAPE, "accuracy: predictions must be (N) or (N, C)");
+    double *p = NULL, *t = NULL;
+    CG_TRY(host_f64(pred, &p));
+    cg_status st = host_f64(target, &t);
+    if (st != CG_OK) {
+        free(p);
+        return st;
+    }
+    int64_t ok = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (c == 1) {
+            ok += (p[i] > 0) == (t[i] > 0.5);
+        } else {
+            const double *row = p + i * c;
+            int64_t best = 0;
+            for (int64_t j = 1; j < c; j++)
+                if (row[j] > row[best]) best = j;
+            ok += (double)best == t[i];
+        }
+    }
+    free(p);
+    free(t);
+    *correct = ok;
+    if (total) *total = n;
+    return CG_OK;
+}
+
+cg_status cg_accuracy(const cg_tensor *pred, const cg_tensor *target, double *acc) {
+    CG_ARG_NOT_NULL(acc, "cg_accuracy");
+    int64_t ok = 0, n = 0;
+    CG_TRY(cg_accuracy_count(pred, target, &ok, &n));
+    *acc = n ? (double)ok / (double)n : NAN;
+    return CG_OK;
+}

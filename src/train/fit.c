@@ -1,0 +1,394 @@
+/* compile / train_step / fit / evaluate / predict: the Keras-style loop over the data
+ * helper's loader (seeded per-epoch shuffling, batches on the model's device). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cgrad/data.h"
+#include "train_internal.h"
+
+cg_status cg_model_compile(cg_model *m, const cg_optim_config *opt, const cg_loss_config *loss, int metrics) {
+    CG_ARG_NOT_NULL(m, "cg_model_compile");
+    CG_ARG_NOT_NULL(opt, "cg_model_compile");
+    CG_ARG_NOT_NULL(loss, "cg_model_compile");
+    if (loss->kind < 0 || loss->kind >= CG_LOSS_COUNT)
+        return CG_FAIL(CG_E_INVALID, "cg_model_compile: unknown loss %d", (int)loss->kind);
+    if (loss->reduction != CG_REDUCE_MEAN && loss->reduction != CG_REDUCE_SUM)
+        return CG_FAIL(CG_E_INVALID, "cg_model_compile: the training loss needs reduction MEAN or SUM");
+    cg_optimizer *o;
+    CG_TRY(cg_optimizer_create(m, opt, &o));
+    cg_optimizer_free(m->opt);
+    m->opt = o;
+    m->loss = *loss;
+    m->metrics = metrics;
+    m->compiled = 1;
+    return CG_OK;
+}
+
+cg_optimizer *cg_model_optimizer(cg_model *m) { return m ? m->opt : NULL; }
+
+cg_fit_config cg_fit_config_default(void) {
+    cg_fit_config c;
+    memset(&c, 0, sizeof c);
+    c.epochs = 1;
+    c.batch_size = 32;
+    c.shuffle = 1;
+    c.early_stopping.monitor = CG_MONITOR_VAL_LOSS;
+    c.verbose = CG_VERBOSE_AUTO;
+    c.grad_vanish = 1e-7;
+    c.grad_explode = 1e3;
+    return c;
+}
+
+/* One step on a batch, inside the caller's scope. *correct gets the batch's correct count
+ * (when want_acc). On a non-finite loss nothing is updated. */
+static cg_status train_batch(cg_model *m, const cg_tensor *xb, const cg_tensor *yb, double *loss, int want_acc,
+                             int64_t *correct, int (*grad_hook)(cg_model *, void *), void *hook_user) {
+    cg_tensor *out = NULL, *l = NULL;
+    CG_TRY(cg_model_zero_grad(m));
+    CG_TRY(cg__model_forward_impl(m, xb, 1, &m->rng, &out));
+    CG_TRY(cg_loss(&m->loss, out, yb, &l));
+    double v = 0;
+    CG_TRY(cg_tensor_item(l, &v));
+    *loss = v;
+    if (!isfinite(v)) return CG_FAIL(CG_E_NUMERIC, "loss is %g", v);
+    CG_TRY(cg_backward(l));
+    if (grad_hook) grad_hook(m, hook_user);
+    CG_TRY(cg_optimizer_step(m->opt));
+    if (want_acc) CG_TRY(cg_accuracy_count(out, yb, correct, NULL));
+    return CG_OK;
+}
+
+static cg_status need_compiled(const cg_model *m, const char *fn) {
+    if (!m) return CG_FAIL(CG_E_INVALID, "%s: model is NULL", fn);
+    if (!m->compiled || !m->opt)
+        return CG_FAIL(CG_E_STATE, "%s: compile the model first (cg_model_compile with an optimizer and a loss)", fn);
+    return CG_OK;
+}
+
+cg_status cg_model_train_step(cg_model *m, const cg_tensor *x, const cg_tensor *y, double *loss) {
+    CG_TRY(need_compiled(m, "cg_model_train_step"));
+    CG_ARG_NOT_NULL(x, "cg_model_train_step");
+    CG_ARG_NOT_NULL(y, "cg_model_train_step");
+    int was = m->training;
+    m->training = 1;
+    CG_TRY(cg_scope_begin());
+    double v = 0;
+    int64_t c = 0;
+    cg_status st = train_batch(m, x, y, &v, 0, &c, NULL, NULL);
+    cg_scope_end();
+    m->training = was;
+    if (loss) *loss = v;
+    return st;
+}
+
+/* ---- evaluate / predict ---- */
+
+static int64_t rows(const cg_tensor *t) { return t->ndim ? t->shape[0] : 1; }
+
+cg_status cg_model_evaluate(cg_model *m, const cg_tensor *x, const cg_tensor *y, int64_t batch_size, double *loss,
+                            double *accuracy) {
+    CG_TRY(need_compiled(m, "cg_model_evaluate"));
+    CG_ARG_NOT_NULL(x, "cg_model_evaluate");
+    CG_ARG_NOT_NULL(y, "cg_model_evaluate");
+    int64_t n = rows(x);
+    if (rows(y) != n)
+        return CG_FAIL(CG_E_SHAPE, "cg_model_evaluate: x has %lld rows but y %lld", (long long)n, (long long)rows(y));
+    if (n == 0) return CG_FAIL(CG_E_SHAPE, "cg_model_evaluate: no rows to evaluate");
+    if (batch_size <= 0) batch_size = 256;
+    int want_acc = (m->metrics & CG_METRIC_ACCURACY) != 0;
+    double sum = 0;
+    int64_t correct = 0;
+    cg_status st = CG_OK;
+    cg_no_grad_begin();
+    for (int64_t s = 0; s < n && st == CG_OK; s += batch_size) {
+        int64_t e = s + batch_size < n ? s + batch_size : n;
+        if ((st = cg_scope_begin()) != CG_OK) break;
+        cg_tensor *xb, *yb, *out, *l;
+        double v = 0;
+        int64_t c = 0;
+        st = cg_slice_rows(x, s, e, &xb);
+        if (st == CG_OK) st = cg_slice_rows(y, s, e, &yb);
+        if (st == CG_OK) st = cg__model_forward_impl(m, xb, 0, NULL, &out);
+        if (st == CG_OK) st = cg_loss(&m->loss, out, yb, &l);
+        if (st == CG_OK) st = cg_tensor_item(l, &v);
+        if (st == CG_OK && want_acc) st = cg_accuracy_count(out, yb, &c, NULL);
+        cg_scope_end();
+        sum += m->loss.reduction == CG_REDUCE_MEAN ? v * (double)(e - s) : v;
+        correct += c;
+    }
+    cg_no_grad_end();
+    if (st != CG_OK) return st;
+    if (loss) *loss = sum / (double)n;
+    if (accuracy) *accuracy = want_acc ? (double)correct / (double)n : NAN;
+    return CG_OK;
+}
+
+cg_status cg_model_predict_batches(const cg_model *m, const cg_tensor *x, int64_t batch_size, cg_tensor **y) {
+    CG_ARG_NOT_NULL(m, "cg_model_predict_batches");
+    CG_ARG_NOT_NULL(x, "cg_model_predict_batches");
+    CG_ARG_NOT_NULL(y, "cg_model_predict_batches");
+    if (!m->built) return CG_FAIL(CG_E_STATE, "cg_model_predict_batches: build the model first");
+    if (batch_size <= 0) batch_size = 256;
+    int64_t n = rows(x);
+    char *host = NULL;
+    size_t row_bytes = 0;
+    int64_t shape[CG_MAX_DIMS];
+    int ndim = 0;
+    cg_dtype dt = m->dtype;
+    cg_status st = CG_OK;
+    for (int64_t s = 0; s < n && st == CG_OK; s += batch_size) {
+        int64_t e = s + batch_size < n ? s + batch_size : n;
+        if ((st = cg_scope_begin()) != CG_OK) break;
+        cg_tensor *xb, *out = NULL;
+        st = cg_slice_rows(x, s, e, &xb);
+        if (st == CG_OK) st = cg_model_predict(m, xb, &out);
+        if (st == CG_OK && !host) {
+            ndim = out->ndim;
+            memcpy(shape, out->shape, sizeof shape);
+            shape[0] = n;
+            row_bytes = cg_tensor_nbytes(out) / (size_t)(e - s);
+            dt = out->dtype;
+            host = malloc(row_bytes * (size_t)n + 1);
+            if (!host) st = CG_FAIL(CG_E_OOM, "cg_model_predict_batches: out of host memory");
+        }
+        if (st == CG_OK) st = cg_tensor_to_host(out, host + row_bytes * (size_t)s, row_bytes * (size_t)(e - s));
+        cg_scope_end();
+    }
+    if (st == CG_OK && n == 0) st = CG_FAIL(CG_E_SHAPE, "cg_model_predict_batches: x has no rows");
+    if (st == CG_OK) st = cg_tensor_from_host(host, shape, ndim, dt, m->dev, y);
+    free(host);
+    return st;
+}
+
+/* ---- fit ---- */
+
+typedef struct grad_watch {
+    cg_fit_config const *cfg;
+    cg_progress *prog;
+    cg_grad_norm *norms;
+    int cap;
+    int epoch;
+    int64_t step, every;
+    int warned; /* once per epoch */
+} grad_watch;
+
+static int grad_hook(cg_model *m, void *user) {
+    grad_watch *w = user;
+    if (w->every < 0 || w->warned) return 0;
+    if (w->every == 0 ? w->step != 0 : (w->step % w->every) != 0) return 0;
+    int n = 0;
+    if (cg_model_grad_norms(m, w->norms, w->cap, &n) != CG_OK) return 0;
+    for (int i = 0; i < n && i < w->cap; i++) {
+        double g = w->norms[i].norm;
+        const char *what = NULL;
+        if (!isfinite(g) || g > w->cfg->grad_explode) what = "exploding: clip gradients (clip_norm) or lower the learning rate";
+        else if (g < w->cfg->grad_vanish && strstr(w->norms[i].name, ".weight"))
+            what = "vanishing: use ReLU/GELU, He/Xavier init or normalization layers";
+        if (!what) continue;
+        char msg[256];
+        snprintf(msg, sizeof msg, "warning: epoch %d step %lld: gradient norm of %s is %.3g (%s)", w->epoch + 1,
+                 (long long)w->step + 1, w->norms[i].name, g, what);
+        cg__progress_message(w->prog, msg);
+        w->warned = 1;
+        break;
+    }
+    return 0;
+}
+
+static double monitor_value(const cg_epoch_logs *l, cg_monitor mon, int has_val) {
+    switch (mon) {
+    case CG_MONITOR_VAL_LOSS: return has_val ? l->val_loss : l->loss;
+    case CG_MONITOR_VAL_ACCURACY: return has_val ? l->val_accuracy : l->accuracy;
+    case CG_MONITOR_LOSS: return l->loss;
+    case CG_MONITOR_ACCURACY: return l->accuracy;
+    }
+    return NAN;
+}
+
+static int has_batchnorm(const cg_model *m) {
+    for (int i = 0; i < m->n_layers; i++)
+        if (m->layers[i].kind == CG_LAYER_BATCHNORM1D) return 1;
+    return 0;
+}
+
+cg_status cg_model_fit(cg_model *m, const cg_tensor *x, const cg_tensor *y, const cg_fit_config *cfg_in,
+                       cg_history **hist_out) {
+    CG_TRY(need_compiled(m, "cg_model_fit"));
+    CG_ARG_NOT_NULL(x, "cg_model_fit");
+    CG_ARG_NOT_NULL(y, "cg_model_fit");
+    cg_fit_config cfg = cfg_in ? *cfg_in : cg_fit_config_default();
+    if (hist_out) *hist_out = NULL;
+    if (cfg.epochs < 0 || cfg.batch_size <= 0)
+        return CG_FAIL(CG_E_INVALID, "cg_model_fit: need epochs >= 0 and batch_size > 0, got %d and %lld", cfg.epochs,
+                       (long long)cfg.batch_size);
+    if (!(cfg.validation_split >= 0 && cfg.validation_split < 1))
+        return CG_FAIL(CG_E_INVALID, "cg_model_fit: validation_split must be in [0, 1), got %g", cfg.validation_split);
+    if ((cfg.x_val == NULL) != (cfg.y_val == NULL))
+        return CG_FAIL(CG_E_INVALID, "cg_model_fit: give both x_val and y_val, or neither");
+    int64_t n = rows(x);
+    if (rows(y) != n)
+        return CG_FAIL(CG_E_SHAPE, "cg_model_fit: x has %lld rows but y %lld", (long long)n, (long long)rows(y));
+    CG_TRY(cg__model_ensure_built(m));
+
+    cg_status st = CG_OK;
+    cg_dataset *ds = NULL;
+    cg_loader *ld = NULL;
+    cg_history *hist = NULL;
+    cg_weights_snapshot best_w = {0};
+    cg_grad_norm *norms = NULL;
+    int was_training = m->training;
+    CG_TRY(cg_scope_begin()); /* slices and other long-lived temporaries of this call */
+
+    const cg_tensor *xv = cfg.x_val, *yv = cfg.y_val;
+    cg_tensor *xt = (cg_tensor *)x, *yt = (cg_tensor *)y;
+    if (!xv && cfg.validation_split > 0) {
+        int64_t n_val = (int64_t)((double)n * cfg.validation_split);
+        if (n_val > 0 && n_val < n) { /* Keras: the last fraction, before shuffling */
+            cg_tensor *a, *b, *c, *d;
+            CG_CHECK_GOTO(cg_slice_rows(x, 0, n - n_val, &a));
+            CG_CHECK_GOTO(cg_slice_rows(y, 0, n - n_val, &b));
+            CG_CHECK_GOTO(cg_slice_rows(x, n - n_val, n, &c));
+            CG_CHECK_GOTO(cg_slice_rows(y, n - n_val, n, &d));
+            xt = a, yt = b, xv = c, yv = d;
+        }
+    }
+    int has_val = xv != NULL;
+    int64_t n_train = rows(xt);
+    if (n_train == 0) {
+        st = CG_FAIL(CG_E_SHAPE, "cg_model_fit: no training rows");
+        goto fail;
+    }
+    CG_CHECK_GOTO(cg_dataset_from_tensors(xt, yt, &ds));
+    cg_loader_opts lo = {.batch_size = cfg.batch_size,
+                         .shuffle = cfg.shuffle,
+                         .seed = cfg.seed ? cfg.seed : m->seed,
+                         /* BatchNorm cannot train on a batch of one row */
+                         .drop_last = has_batchnorm(m) && n_train % cfg.batch_size == 1,
+                         .device = m->dev};
+    CG_CHECK_GOTO(cg_loader_create(ds, &lo, &ld));
+    int64_t spe = cg_loader_num_batches(ld);
+    {
+        const cg_lr_schedule *s = &cg_optimizer_config(m->opt)->schedule;
+        if (s->kind == CG_SCHED_COSINE && s->total <= 0) {
+            int64_t total = s->per_epoch ? cfg.epochs : (int64_t)cfg.epochs * spe;
+            total -= s->warmup;
+            cg__optimizer_set_total(m->opt, total > 0 ? total : 1);
+        }
+    }
+    CG_CHECK_GOTO(cg_history_create(&hist));
+    int want_acc = (m->metrics & CG_METRIC_ACCURACY) != 0;
+    cg_progress prog;
+    cg__progress_init(&prog, cfg.out, cfg.verbose, cfg.epochs, want_acc);
+    int n_par = 0;
+    CG_CHECK_GOTO(cg_model_parameters(m, NULL, NULL, 0, &n_par));
+    norms = calloc((size_t)n_par + 1, sizeof *norms);
+    if (!norms) {
+        st = CG_FAIL(CG_E_OOM, "cg_model_fit: out of host memory");
+        goto fail;
+    }
+    grad_watch gw = {.cfg = &cfg, .prog = &prog, .norms = norms, .cap = n_par, .every = cfg.grad_check_every};
+    if (cfg.verbose == CG_VERBOSE_QUIET) gw.every = -1;
+
+    const cg_early_stopping *es = &cfg.early_stopping;
+    int maximize = es->monitor == CG_MONITOR_VAL_ACCURACY || es->monitor == CG_MONITOR_ACCURACY;
+    double best = maximize ? -INFINITY : INFINITY;
+    int best_epoch = -1, wait = 0, stopped = -1;
+
+    for (int epoch = cfg.initial_epoch; epoch < cfg.epochs; epoch++) {
+        double t0 = cg__now();
+        m->training = 1;
+        CG_CHECK_GOTO(cg_loader_set_epoch(ld, (uint64_t)epoch));
+        cg__progress_epoch_begin(&prog, epoch, spe);
+        gw.epoch = epoch;
+        gw.warned = 0;
+        double sum = 0;
+        int64_t seen = 0, correct = 0;
+        for (int64_t step = 0;; step++) {
+            CG_CHECK_GOTO(cg_scope_begin());
+            cg_tensor *xb = NULL, *yb = NULL;
+            st = cg_loader_next(ld, &xb, &yb);
+            if (st != CG_OK || !xb) {
+                cg_scope_end();
+                if (st != CG_OK) goto fail;
+                break;
+            }
+            double v = 0;
+            int64_t c = 0, b = rows(xb);
+            gw.step = step;
+            st = train_batch(m, xb, yb, &v, want_acc, &c, grad_hook, &gw);
+            cg_scope_end();
+            if (st != CG_OK) {
+                if (st == CG_E_NUMERIC)
+                    st = CG_FAIL(CG_E_NUMERIC, "fit: the loss is %g at epoch %d, step %lld of %lld; the parameters are "
+                                               "those before this step (lower the learning rate, or set clip_norm)",
+                                 v, epoch + 1, (long long)step + 1, (long long)spe);
+                goto fail;
+            }
+            sum += m->loss.reduction == CG_REDUCE_MEAN ? v * (double)b : v;
+            seen += b;
+            correct += c;
+            cg__progress_step(&prog, step + 1, sum / (double)seen, want_acc ? (double)correct / (double)seen : NAN);
+        }
+        const cg_lr_schedule *sch = &cg_optimizer_config(m->opt)->schedule;
+        if (sch->per_epoch) cg_optimizer_set_schedule_pos(m->opt, cg_optimizer_schedule_pos(m->opt) + 1);
+        cg_epoch_logs logs = {.epoch = epoch,
+                              .loss = seen ? sum / (double)seen : NAN,
+                              .accuracy = want_acc && seen ? (double)correct / (double)seen : NAN,
+                              .val_loss = NAN,
+                              .val_accuracy = NAN,
+                              .lr = cg_optimizer_lr(m->opt),
+                              .steps = cg_optimizer_steps(m->opt)};
+        if (has_val) {
+            m->training = 0;
+            st = cg_model_evaluate(m, xv, yv, cfg.batch_size > 256 ? cfg.batch_size : 256, &logs.val_loss,
+                                   &logs.val_accuracy);
+            m->training = 1;
+            if (st != CG_OK) goto fail;
+        }
+        logs.seconds = cg__now() - t0;
+        int stop = cfg.on_epoch_end ? cfg.on_epoch_end(m, &logs, cfg.user) : 0;
+        if (es->enabled) {
+            double cur = monitor_value(&logs, es->monitor, has_val);
+            int better = maximize ? cur > best + es->min_delta : cur < best - es->min_delta;
+            if (isfinite(cur) && (better || best_epoch < 0)) {
+                best = cur;
+                best_epoch = epoch;
+                wait = 0;
+                if (es->restore_best_weights) CG_CHECK_GOTO(cg__model_snapshot(m, &best_w));
+            } else if (++wait >= es->patience) {
+                stop = 1;
+                stopped = epoch;
+            }
+        }
+        CG_CHECK_GOTO(cg_history_append(hist, &logs));
+        cg__progress_epoch_end(&prog, &logs);
+        if (cfg.checkpoint_path) {
+            cg_checkpoint_info ci = {.epoch = epoch + 1, .step = cg_optimizer_steps(m->opt)};
+            CG_CHECK_GOTO(cg_checkpoint_save(cfg.checkpoint_path, m, &ci, NULL, 0));
+        }
+        if (stop) break;
+    }
+    m->training = was_training;
+    if (es->enabled && es->restore_best_weights && best_w.flat) {
+        CG_CHECK_GOTO(cg__model_restore(m, &best_w));
+        if (stopped >= 0 && cfg.verbose != CG_VERBOSE_QUIET) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "Early stopping at epoch %d; restored the weights of epoch %d", stopped + 1,
+                     best_epoch + 1);
+            cg__progress_message(&prog, msg);
+        }
+    }
+    cg__history_set_stop(hist, stopped, best_epoch);
+fail:
+    m->training = was_training;
+    cg_scope_end();
+    cg__snapshot_free(&best_w);
+    free(norms);
+    cg_loader_free(ld);
+    cg_dataset_free(ds);
+    if (st == CG_OK && hist_out) *hist_out = hist;
+    else cg_history_free(hist);
+    return st;
+}
