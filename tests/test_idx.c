@@ -178,6 +178,7 @@ static const bad_case bad_cases[] = {
     {"truncated.idx.gz", CG_E_FORMAT, {"truncated"}},
     {"corrupt.idx.gz", CG_E_FORMAT, {"corrupt"}},
     {"huge_dims.idx", CG_E_FORMAT, {"dimension sizes overflow"}},
+    {"zero_dim_overflow.idx", CG_E_FORMAT, {"dimension sizes overflow"}}, /* fuzzer finding */
 };
 
 START_TEST(test_bad_files) {

@@ -335,6 +335,7 @@ static const bad_case bad_cases[] = {
     {"meta_not_string.safetensors", CG_E_FORMAT, {"__metadata__", "'step'", "not a string"}},
     {"too_many_dims.safetensors", CG_E_UNSUPPORTED, {"tensor 'w'", "9 dimensions"}},
     {"truncated_data.safetensors", CG_E_FORMAT, {"tensor 'a'", "out of range", "12 bytes"}},
+    {"zero_dim_overflow.safetensors", CG_E_FORMAT, {"tensor 'w'", "shape overflows"}}, /* fuzzer finding */
 };
 
 START_TEST(test_bad_files) {

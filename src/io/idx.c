@@ -162,10 +162,12 @@ static cg_status idx_read(idx_src *s, cg_idx_mode mode, cg_tensor **out) {
     if (r < 4 * ndim)
         return CG_FAIL(CG_E_FORMAT, "idx: %s: truncated in the dimension sizes (%d dimensions need %d bytes, got %lld)",
                        name, ndim, 4 * ndim, r);
-    int64_t shape[CG_MAX_DIMS], numel = 1, nbytes;
+    int64_t shape[CG_MAX_DIMS], numel = 1, nbytes, nonzero = 1;
     for (int i = 0; i < ndim; i++) {
         shape[i] = cg__be32(dims + 4 * i);
-        if (!cg__mul_ok(numel, shape[i], &numel))
+        /* zero dims included: strides of an empty tensor still multiply the other sizes */
+        if (!cg__mul_ok(numel, shape[i], &numel) || (shape[i] && !cg__mul_ok(nonzero, shape[i], &nonzero)) ||
+            nonzero > ((int64_t)1 << 48))
             return CG_FAIL(CG_E_FORMAT, "idx: %s: dimension sizes overflow", name);
     }
     char sb[128];

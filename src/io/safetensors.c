@@ -94,15 +94,17 @@ static cg_status parse_entry(const char *file, const char *name, json_t *v, uint
         return CG_FAIL(CG_E_UNSUPPORTED, "safetensors: %s: tensor '%s': %zu dimensions, cgrad supports at most %d",
                        file, name, nd, CG_MAX_DIMS);
     e->ndim = (int)nd;
-    int64_t numel = 1;
+    int64_t numel = 1, nonzero = 1;
     for (size_t i = 0; i < nd; i++) {
         json_t *d = json_array_get(shape, i);
         if (!json_is_integer(d) || json_integer_value(d) < 0)
             return CG_FAIL(CG_E_FORMAT, "safetensors: %s: tensor '%s': shape[%zu] is not a non-negative integer",
                            file, name, i);
         e->shape[i] = (int64_t)json_integer_value(d);
-        if (!cg__mul_ok(numel, e->shape[i], &numel))
-            return CG_FAIL(CG_E_FORMAT, "safetensors: %s: tensor '%s': shape overflows 64 bits", file, name);
+        /* zero dims included: strides of an empty tensor still multiply the other sizes */
+        if (!cg__mul_ok(numel, e->shape[i], &numel) ||
+            (e->shape[i] && !cg__mul_ok(nonzero, e->shape[i], &nonzero)) || nonzero > ((int64_t)1 << 48))
+            return CG_FAIL(CG_E_FORMAT, "safetensors: %s: tensor '%s': shape overflows", file, name);
     }
     int64_t need;
     if (!cg__mul_ok(numel, (int64_t)cg_dtype_size(e->dt), &need))

@@ -105,3 +105,9 @@ csv = {
 }
 for k, v in csv.items():
     put("csv", k, v.encode())
+
+# ---------------- fuzzer findings kept as regression cases ----------------
+# an empty tensor whose other sizes overflow when multiplied into strides
+put("idx", "zero_dim_overflow.idx", idx(0x0E, [0, 0, 0xFFFFFFFF, 0xFFFF0016, 0xFFFFFFC2], b""))
+put("safetensors", "zero_dim_overflow.safetensors",
+    st({"w": {"dtype": "F64", "shape": [0, 4294967295, 4294967295, 4294967295], "data_offsets": [0, 0]}}, b""))
