@@ -6,5 +6,7 @@
 #include "cgrad/tensor.h"
 #include "cgrad/ops.h"
 #include "cgrad/autograd.h"
+#include "cgrad/io.h"
+#include "cgrad/data.h"
 
 #endif

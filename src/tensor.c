@@ -44,9 +44,14 @@ static cg_status check_shape(const int64_t *shape, int ndim, cg_dtype dt, const 
     if (ndim < 0 || ndim > CG_MAX_DIMS)
         return CG_FAIL(CG_E_SHAPE, "%s: ndim %d is outside [0, %d]", fn, ndim, CG_MAX_DIMS);
     if (ndim > 0 && !shape) return CG_FAIL(CG_E_INVALID, "%s: shape is NULL with ndim %d", fn, ndim);
-    for (int i = 0; i < ndim; i++)
-        if (shape[i] < 0) return CG_FAIL(CG_E_SHAPE, "%s: dimension %d is negative (%lld)", fn, i, (long long)shape[i]);
     if (cg_dtype_size(dt) == 0) return CG_FAIL(CG_E_DTYPE, "%s: invalid dtype %d", fn, (int)dt);
+    /* every stride (a product of dims, zeros counted as 1) and the byte size must fit */
+    int64_t span = (int64_t)cg_dtype_size(dt);
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) return CG_FAIL(CG_E_SHAPE, "%s: dimension %d is negative (%lld)", fn, i, (long long)shape[i]);
+        if (__builtin_mul_overflow(span, shape[i] > 0 ? shape[i] : 1, &span))
+            return CG_FAIL(CG_E_SHAPE, "%s: shape is too large (dimension %d makes the size overflow)", fn, i);
+    }
     return CG_OK;
 }
 
@@ -150,12 +155,44 @@ cg_tensor *cg_tensor_retain(cg_tensor *t) {
     return t;
 }
 
-void cg_tensor_release(cg_tensor *t) {
-    if (!t || atomic_fetch_sub(&t->refcount, 1) != 1) return;
+static void tensor_free(cg_tensor *t) {
     cg_tensor_release(t->grad);
     if (t->node) cg__node_free(t->node);
     storage_release(t->st);
     free(t);
+}
+
+/* Freeing a tensor frees its node, which releases the node's inputs, and so on down the
+ * graph: done recursively, a long chain that was never backwarded (a loss summed over
+ * many steps with grad on) overflows the stack. Tensors that die while one release is
+ * under way are queued and freed by the outermost call instead. */
+static _Thread_local cg_tensor **tl_dead;
+static _Thread_local size_t tl_ndead, tl_capdead;
+static _Thread_local int tl_releasing;
+
+void cg_tensor_release(cg_tensor *t) {
+    if (!t || atomic_fetch_sub(&t->refcount, 1) != 1) return;
+    if (tl_releasing) {
+        if (tl_ndead == tl_capdead) {
+            size_t cap = tl_capdead ? 2 * tl_capdead : 64;
+            cg_tensor **v = realloc(tl_dead, cap * sizeof *v);
+            if (!v) { /* cannot queue: free it right here (recursion, as before) */
+                tensor_free(t);
+                return;
+            }
+            tl_dead = v;
+            tl_capdead = cap;
+        }
+        tl_dead[tl_ndead++] = t;
+        return;
+    }
+    tl_releasing = 1;
+    tensor_free(t);
+    while (tl_ndead) tensor_free(tl_dead[--tl_ndead]);
+    free(tl_dead);
+    tl_dead = NULL;
+    tl_capdead = 0;
+    tl_releasing = 0;
 }
 
 /* ---- public creation ---- */
