@@ -45,7 +45,7 @@ cg_status cg_matmul_fwd_cpu(const cg_op_call *c) {
     const cg_tensor *a = c->in[0], *b = c->in[1];
     cg_dtype dt = c->out->dtype;
     if (!cg__is_float(dt)) return CG_CPU_BAD_DTYPE("matmul", dt);
-    int64_t M, N, K;
+    int64_t M = 0, N = 0, K = 0;
     CG_TRY(check_dims(a, b, c->p->trans_a, c->p->trans_b, &M, &N, &K));
     gemm(dt, c->p->trans_a, c->p->trans_b, M, N, K, cg__ptr(a), cg__ptr(b), cg__ptr(c->out));
     return CG_OK;
@@ -56,7 +56,7 @@ cg_status cg_matmul_bwd_cpu(const cg_op_call *c, const cg_tensor *gout, cg_tenso
     cg_dtype dt = gout->dtype;
     if (!cg__is_float(dt)) return CG_CPU_BAD_DTYPE("matmul", dt);
     int ta = c->p->trans_a, tb = c->p->trans_b;
-    int64_t M, N, K;
+    int64_t M = 0, N = 0, K = 0;
     CG_TRY(check_dims(a, b, ta, tb, &M, &N, &K));
     const void *A = cg__ptr(a), *B = cg__ptr(b), *G = cg__ptr(gout);
     if (gin[0]) {
@@ -101,7 +101,7 @@ cg_status cg_matmul_ref_cpu(const cg_tensor *a, const cg_tensor *b, int trans_a,
     if (!cg__is_float(a->dtype)) return CG_CPU_BAD_DTYPE("matmul_ref", a->dtype);
     if (!cg__is_float(b->dtype)) return CG_CPU_BAD_DTYPE("matmul_ref", b->dtype);
     if (!cg__is_float(out->dtype)) return CG_CPU_BAD_DTYPE("matmul_ref", out->dtype);
-    int64_t M, N, K;
+    int64_t M = 0, N = 0, K = 0;
     CG_TRY(check_dims(a, b, trans_a, trans_b, &M, &N, &K));
     if (out->ndim != 2 || out->shape[0] != M || out->shape[1] != N)
         return CG_FAIL(CG_E_SHAPE, "matmul_ref: out must be (%lld, %lld)", (long long)M, (long long)N);
