@@ -76,8 +76,9 @@ CG_API void cg_optimizer_free(cg_optimizer *o); /* NULL is fine */
 CG_API cg_status cg_optimizer_step(cg_optimizer *o);
 CG_API cg_status cg_optimizer_zero_grad(cg_optimizer *o);
 
-/* Learning rate the next step will use. */
+/* Learning rate the next step will use / the last step used (the next one before any step). */
 CG_API double cg_optimizer_lr(const cg_optimizer *o);
+CG_API double cg_optimizer_last_lr(const cg_optimizer *o);
 /* Overrides the base learning rate (the schedule scales it). */
 CG_API void cg_optimizer_set_base_lr(cg_optimizer *o, double lr);
 /* Steps taken so far (PyTorch's state['step']). */

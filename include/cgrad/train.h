@@ -35,7 +35,7 @@ typedef struct cg_epoch_logs {
     int epoch; /* 0-based */
     double loss, accuracy;
     double val_loss, val_accuracy;
-    double lr;       /* learning rate at the end of the epoch */
+    double lr;       /* learning rate of the epoch's last step */
     double seconds;  /* wall time of the epoch (training + validation) */
     int64_t steps;   /* optimizer steps so far */
 } cg_epoch_logs;

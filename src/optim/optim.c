@@ -17,6 +17,7 @@ struct cg_optimizer {
     int64_t steps;
     int64_t sched_pos;
     double last_norm;
+    double last_lr; /* used by the last step */
 };
 
 static const char *optim_names[CG_OPTIM_TYPE_COUNT] = {"sgd", "adam", "adamw"};
@@ -210,6 +211,7 @@ void cg_optimizer_set_schedule_pos(cg_optimizer *o, int64_t t) {
 }
 const cg_optim_config *cg_optimizer_config(const cg_optimizer *o) { return o ? &o->cfg : NULL; }
 double cg_optimizer_last_grad_norm(const cg_optimizer *o) { return o ? o->last_norm : 0; }
+double cg_optimizer_last_lr(const cg_optimizer *o) { return o ? (o->steps ? o->last_lr : cg_optimizer_lr(o)) : 0; }
 
 static cg_status clip_tensors(cg_tensor *const *grads, int n, double max_norm, double *total) {
     double s = 0;
@@ -292,6 +294,7 @@ cg_status cg_optimizer_step(cg_optimizer *o) {
         cg__bump_version(p);
     }
     o->steps = step;
+    o->last_lr = lr;
     if (!c->schedule.per_epoch) o->sched_pos++;
     return CG_OK;
 }

@@ -338,7 +338,7 @@ cg_status cg_model_fit(cg_model *m, const cg_tensor *x, const cg_tensor *y, cons
                               .accuracy = want_acc && seen ? (double)correct / (double)seen : NAN,
                               .val_loss = NAN,
                               .val_accuracy = NAN,
-                              .lr = cg_optimizer_lr(m->opt),
+                              .lr = cg_optimizer_last_lr(m->opt),
                               .steps = cg_optimizer_steps(m->opt)};
         if (has_val) {
             m->training = 0;
