@@ -315,6 +315,26 @@ START_TEST(long_chain) {
 }
 END_TEST
 
+START_TEST(long_graph_released_without_backward) {
+    /* a loss accumulated over many steps with grad on, then dropped: freeing the graph
+     * must not recurse once per node (it overflowed the stack at ~200k nodes) */
+    int64_t s = 2;
+    cg_tensor *x = NULL;
+    CGT_OK(cg_tensor_ones(&s, 1, CG_F32, CG_CPU, &x));
+    CGT_OK(cg_tensor_set_requires_grad(x, 1));
+    cg_tensor *cur = cg_tensor_retain(x);
+    for (int i = 0; i < 300000; i++) {
+        cg_tensor *nx = NULL;
+        CGT_OK(cg_add(cur, x, &nx));
+        cg_tensor_release(cur);
+        cur = nx;
+    }
+    ck_assert_str_eq(cg_tensor_grad_fn_name(cur), "add");
+    cg_tensor_release(cur);
+    cg_tensor_release(x);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("autograd");
     TCase *t = tcase_create("autograd");
@@ -329,6 +349,7 @@ static Suite *suite(void) {
     tcase_add_test(t, views_route_gradients);
     tcase_add_test(t, backward_ex_on_leaf_and_non_requiring_inputs);
     tcase_add_test(t, long_chain);
+    tcase_add_test(t, long_graph_released_without_backward);
     tcase_set_timeout(t, 60);
     suite_add_tcase(s, t);
     return s;
