@@ -1,0 +1,293 @@
+// Reductions: sum/mean over one axis or all (x viewed as (outer, n, inner)), their
+// backward (broadcast of the output gradient), the sum of squares, and the elementwise
+// terms and gradients of the MSE and BCE-with-logits losses.
+//
+// Determinism: no atomics. Each output is summed by a fixed tree (per-thread sequential
+// runs, warp butterflies, warp partials in order); long reductions are split into S
+// chunks whose partials go to a workspace and are then added in chunk order. S depends
+// only on the shape, never on the device, so a result is bit-identical across runs.
+// Accumulate rule: all outputs written (=). Accumulation in T (float for f32); sumsq in
+// double.
+// Bandwidth target: one read of x and one write of y: (outer*n*inner + outer*inner) *
+// sizeof(T) bytes; split reductions add S*outer*inner*2*sizeof(T) of partials (small).
+#include "common.cuh"
+
+// ---------------------------------------------------------------- plan
+
+typedef struct plan {
+    int kind;  // 0 warp per row (inner 1, short rows), 1 block per (row, chunk), 2 columns
+    int64_t S; // chunks along n
+} plan;
+
+static plan make_plan(int64_t outer, int64_t n, int64_t inner) {
+    plan p;
+    p.S = 1;
+    if (inner == 1) {
+        if (n <= 1024 && outer >= 64) {
+            p.kind = 0;
+        } else {
+            p.kind = 1;
+            if (outer < 512 && n > 65536) {
+                int64_t s = (n + 65535) / 65536;
+                p.S = s > 1024 ? 1024 : s;
+            }
+        }
+    } else {
+        p.kind = 2;
+        int64_t blocks = outer * ((inner + 31) / 32);
+        if (blocks < 512 && n >= 2048) {
+            int64_t s = (n + 511) / 512, cap = (2048 + blocks - 1) / blocks;
+            if (s > cap) s = cap;
+            p.S = s > 1024 ? 1024 : s;
+        }
+    }
+    return p;
+}
+
+extern "C" size_t cg_cuda_reduce_workspace(int dt, int64_t outer, int64_t n, int64_t inner) {
+    plan p = make_plan(outer, n, inner);
+    size_t es = dt == CG_F64 ? 8 : 4;
+    return p.S > 1 ? (size_t)(p.S * outer * inner) * es : 0;
+}
+
+// ---------------------------------------------------------------- kernels
+
+// warp per row: rows of length n <= 1024, 8 rows per 256-thread block
+template <typename T> __global__ void rows_warp_kernel(int64_t outer, int64_t n, T scale, const T *__restrict__ x, T *__restrict__ y) {
+    int lane = threadIdx.x & 31;
+    int64_t row = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (row >= outer) return;
+    const T *r = x + row * n;
+    T s = T(0);
+    for (int64_t k = lane; k < n; k += 32) s += r[k];
+    s = cg_warp_sum(s);
+    if (lane == 0) y[row] = s * scale;
+}
+
+// block per (row, chunk): dst[c * outer + row] = scale * sum of the chunk
+template <typename T>
+__global__ void rows_block_kernel(int64_t outer, int64_t n, int64_t S, T scale, const T *__restrict__ x, T *__restrict__ dst) {
+    __shared__ T sh[32];
+    int64_t row = blockIdx.x, c = blockIdx.y;
+    int64_t L = (n + S - 1) / S, k0 = c * L, k1 = k0 + L < n ? k0 + L : n;
+    const T *r = x + row * n;
+    T s = T(0);
+    for (int64_t k = k0 + threadIdx.x; k < k1; k += blockDim.x) s += r[k];
+    s = cg_block_sum(s, sh);
+    if (threadIdx.x == 0) dst[c * outer + row] = s * scale;
+}
+
+// columns: block (32, 8), grid (ceil(inner/32), min(outer, 65535), S);
+// dst[c * outer * inner + o * inner + i] = scale * sum over the chunk of k of x[o, k, i]
+template <typename T>
+__global__ void cols_kernel(int64_t outer, int64_t n, int64_t inner, int64_t S, T scale, const T *__restrict__ x,
+                            T *__restrict__ dst) {
+    __shared__ T sh[8][33];
+    int64_t i = (int64_t)blockIdx.x * 32 + threadIdx.x;
+    int64_t c = blockIdx.z;
+    int64_t L = (n + S - 1) / S, k0 = c * L, k1 = k0 + L < n ? k0 + L : n;
+    for (int64_t o = blockIdx.y; o < outer; o += gridDim.y) {
+        T s = T(0);
+        if (i < inner)
+            for (int64_t k = k0 + threadIdx.y; k < k1; k += 8) s += x[(o * n + k) * inner + i];
+        sh[threadIdx.y][threadIdx.x] = s;
+        __syncthreads();
+        if (threadIdx.y == 0 && i < inner) {
+            T t = sh[0][threadIdx.x];
+            for (int r = 1; r < 8; r++) t += sh[r][threadIdx.x];
+            dst[c * outer * inner + o * inner + i] = t * scale;
+        }
+        __syncthreads();
+    }
+}
+
+// y[j] = scale * sum_c partial[c * M + j], in chunk order
+template <typename T> __global__ void final_kernel(int64_t M, int64_t S, T scale, const T *__restrict__ part, T *__restrict__ y) {
+    CG_GRID_STRIDE(j, M) {
+        T s = T(0);
+        for (int64_t c = 0; c < S; c++) s += part[c * M + j];
+        y[j] = s * scale;
+    }
+}
+
+template <typename T> __global__ void nan_fill_kernel(int64_t M, T v, T *y) {
+    CG_GRID_STRIDE(j, M) y[j] = v;
+}
+
+template <typename T>
+static cudaError_t reduce_launch(int64_t outer, int64_t n, int64_t inner, double scale, const T *x, T *y, T *ws,
+                                 cudaStream_t s) {
+    int64_t M = outer * inner;
+    if (M == 0) return cudaSuccess;
+    if (n == 0) { // empty sums: 0, times scale (NaN for a mean, as 0/0)
+        nan_fill_kernel<T><<<cg_blocks_for(M), CG_THREADS, 0, s>>>(M, (T)(0.0 * scale), y);
+        return cudaGetLastError();
+    }
+    plan p = make_plan(outer, n, inner);
+    T sc = (T)scale;
+    if (p.kind == 0) {
+        rows_warp_kernel<T><<<(unsigned)((outer + 7) / 8), 256, 0, s>>>(outer, n, sc, x, y);
+        return cudaGetLastError();
+    }
+    T *dst = p.S > 1 ? ws : y;
+    T first = p.S > 1 ? T(1) : sc;
+    if (p.kind == 1) {
+        dim3 grid((unsigned)outer, (unsigned)p.S);
+        rows_block_kernel<T><<<grid, 256, 0, s>>>(outer, n, p.S, first, x, dst);
+    } else {
+        dim3 grid((unsigned)((inner + 31) / 32), (unsigned)(outer < 65535 ? outer : 65535), (unsigned)p.S);
+        cols_kernel<T><<<grid, dim3(32, 8), 0, s>>>(outer, n, inner, p.S, first, x, dst);
+    }
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess || p.S == 1) return e;
+    final_kernel<T><<<cg_blocks_for(M), CG_THREADS, 0, s>>>(M, p.S, sc, ws, y);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cg_cuda_reduce_sum(int dt, int64_t outer, int64_t n, int64_t inner, double scale, const void *x,
+                                          void *y, void *ws, cudaStream_t s) {
+    if (outer > 0x7fffffff) return cudaErrorInvalidValue; // grid.x limit of the row kernels
+    CG_DISPATCH_FLOAT(dt, T, return reduce_launch<T>(outer, n, inner, scale, (const T *)x, (T *)y, (T *)ws, s));
+    return cudaErrorInvalidValue;
+}
+
+template <typename T>
+__global__ void reduce_bwd_kernel(int64_t total, int64_t n, int64_t inner, T scale, const T *__restrict__ g, T *__restrict__ y) {
+    CG_GRID_STRIDE(pos, total) {
+        int64_t i = pos % inner, o = pos / (inner * n);
+        y[pos] = g[o * inner + i] * scale;
+    }
+}
+
+extern "C" cudaError_t cg_cuda_reduce_bwd(int dt, int64_t outer, int64_t n, int64_t inner, double scale, const void *g,
+                                          void *y, cudaStream_t s) {
+    int64_t total = outer * n * inner;
+    if (total == 0) return cudaSuccess;
+    CG_DISPATCH_FLOAT(dt, T, {
+        reduce_bwd_kernel<T><<<cg_blocks_for(total), CG_THREADS, 0, s>>>(total, n, inner, (T)scale, (const T *)g,
+                                                                          (T *)y);
+    });
+    return cudaGetLastError();
+}
+
+// ---------------------------------------------------------------- sumsq
+
+#define SUMSQ_CHUNK 8192
+
+static int64_t sumsq_blocks(int64_t n) {
+    int64_t b = (n + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK;
+    return b < 1 ? 1 : b > 1024 ? 1024 : b;
+}
+
+extern "C" size_t cg_cuda_sumsq_workspace(int64_t n) { return (size_t)sumsq_blocks(n) * sizeof(double); }
+
+template <typename T> __global__ void sumsq_part_kernel(int64_t n, int64_t B, const T *__restrict__ x, double *part) {
+    __shared__ double sh[32];
+    int64_t L = (n + B - 1) / B, k0 = (int64_t)blockIdx.x * L, k1 = k0 + L < n ? k0 + L : n;
+    double s = 0.0;
+    for (int64_t k = k0 + threadIdx.x; k < k1; k += blockDim.x) {
+        double v = (double)x[k];
+        s += v * v;
+    }
+    s = cg_block_sum(s, sh);
+    if (threadIdx.x == 0) part[blockIdx.x] = s;
+}
+
+__global__ void sumsq_final_kernel(int64_t B, const double *part, double *out) {
+    __shared__ double sh[32];
+    double s = 0.0;
+    for (int64_t k = threadIdx.x; k < B; k += blockDim.x) s += part[k];
+    s = cg_block_sum(s, sh);
+    if (threadIdx.x == 0) *out = s;
+}
+
+extern "C" cudaError_t cg_cuda_sumsq(int dt, int64_t n, const void *x, double *out, void *ws, cudaStream_t s) {
+    if (n == 0) return cudaMemsetAsync(out, 0, sizeof(double), s);
+    int64_t B = sumsq_blocks(n);
+    CG_DISPATCH_FLOAT(dt, T, {
+        sumsq_part_kernel<T><<<(unsigned)B, 256, 0, s>>>(n, B, (const T *)x, (double *)ws);
+    });
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    sumsq_final_kernel<<<1, 256, 0, s>>>(B, (const double *)ws, out);
+    return cudaGetLastError();
+}
+
+// ---------------------------------------------------------------- losses
+
+template <typename T> __global__ void mse_terms_kernel(int64_t n, const T *__restrict__ a, const T *__restrict__ b, T *__restrict__ t) {
+    CG_GRID_STRIDE(i, n) {
+        T d = a[i] - b[i];
+        t[i] = d * d;
+    }
+}
+
+// max(x, 0) - x t + log(1 + exp(-|x|)): stable for any x
+template <typename T> __device__ __forceinline__ T bce_term(T x, T t) {
+    T ax = x < T(0) ? -x : x;
+    T l = sizeof(T) == 4 ? (T)log1pf(expf((float)-ax)) : (T)log1p(exp((double)-ax));
+    return (x > T(0) ? x : T(0)) - x * t + l;
+}
+
+template <typename T> __global__ void bce_terms_kernel(int64_t n, const T *__restrict__ x, const T *__restrict__ t, T *__restrict__ o) {
+    CG_GRID_STRIDE(i, n) o[i] = x[i] != x[i] ? x[i] : bce_term<T>(x[i], t[i]);
+}
+
+extern "C" cudaError_t cg_cuda_mse_terms(int dt, int64_t n, const void *a, const void *b, void *terms, cudaStream_t s) {
+    if (n == 0) return cudaSuccess;
+    CG_DISPATCH_FLOAT(dt, T, {
+        mse_terms_kernel<T><<<cg_blocks_for(n), CG_THREADS, 0, s>>>(n, (const T *)a, (const T *)b, (T *)terms);
+    });
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cg_cuda_bce_terms(int dt, int64_t n, const void *x, const void *t, void *terms, cudaStream_t s) {
+    if (n == 0) return cudaSuccess;
+    CG_DISPATCH_FLOAT(dt, T, {
+        bce_terms_kernel<T><<<cg_blocks_for(n), CG_THREADS, 0, s>>>(n, (const T *)x, (const T *)t, (T *)terms);
+    });
+    return cudaGetLastError();
+}
+
+template <typename T>
+__global__ void mse_bwd_kernel(int64_t n, int per_elem, T scale, const T *__restrict__ g, const T *__restrict__ a,
+                               const T *__restrict__ b, T *__restrict__ ga, T *__restrict__ gb) {
+    CG_GRID_STRIDE(i, n) {
+        T gv = (per_elem ? g[i] : g[0]) * scale;
+        T d = T(2) * (a[i] - b[i]) * gv;
+        if (ga) ga[i] = d;
+        if (gb) gb[i] = -d;
+    }
+}
+
+template <typename T>
+__global__ void bce_bwd_kernel(int64_t n, int per_elem, T scale, const T *__restrict__ g, const T *__restrict__ x,
+                               const T *__restrict__ t, T *__restrict__ gx, T *__restrict__ gt) {
+    CG_GRID_STRIDE(i, n) {
+        T gv = (per_elem ? g[i] : g[0]) * scale;
+        T v = x[i];
+        T sg = sizeof(T) == 4 ? (T)(1.0f / (1.0f + expf((float)-v))) : (T)(1.0 / (1.0 + exp((double)-v)));
+        if (gx) gx[i] = (sg - t[i]) * gv;
+        if (gt) gt[i] = -v * gv;
+    }
+}
+
+extern "C" cudaError_t cg_cuda_mse_bwd(int dt, int64_t n, int per_elem, double scale, const void *g, const void *a,
+                                       const void *b, void *ga, void *gb, cudaStream_t s) {
+    if (n == 0 || (!ga && !gb)) return cudaSuccess;
+    CG_DISPATCH_FLOAT(dt, T, {
+        mse_bwd_kernel<T><<<cg_blocks_for(n), CG_THREADS, 0, s>>>(n, per_elem, (T)scale, (const T *)g, (const T *)a,
+                                                                   (const T *)b, (T *)ga, (T *)gb);
+    });
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cg_cuda_bce_bwd(int dt, int64_t n, int per_elem, double scale, const void *g, const void *x,
+                                       const void *t, void *gx, void *gt, cudaStream_t s) {
+    if (n == 0 || (!gx && !gt)) return cudaSuccess;
+    CG_DISPATCH_FLOAT(dt, T, {
+        bce_bwd_kernel<T><<<cg_blocks_for(n), CG_THREADS, 0, s>>>(n, per_elem, (T)scale, (const T *)g, (const T *)x,
+                                                                   (const T *)t, (T *)gx, (T *)gt);
+    });
+    return cudaGetLastError();
+}

@@ -1,0 +1,299 @@
+/* The caching device allocator and host<->device transfers through pinned staging buffers.
+ *
+ * Size classes: up to 1 MiB, multiples of 512 bytes; above, four classes per power of two
+ * (waste <= 25%). A freed block goes to its class's free list and is handed out again for
+ * the next request of that class. All cgrad work on a device is queued on its context's
+ * single stream, so reusing a block right after its free is ordered after every kernel
+ * that used it (the PyTorch caching-allocator argument, restricted to one stream).
+ * On cudaMalloc failure the cache is returned to the driver and the call retried once;
+ * a second failure is CG_E_OOM with the size asked for and cudaMemGetInfo's numbers.
+ *
+ * Transfers: host buffers are pageable user memory, so copies go through two pinned
+ * 8 MiB staging buffers per device (double-buffered, guarded by events). H2D returns once
+ * the data sits in pinned memory (no host sync); D2H waits for its data (it must). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+
+#define SMALL_LIMIT ((size_t)1 << 20)
+#define SMALL_STEP ((size_t)512)
+#define N_SMALL (SMALL_LIMIT / SMALL_STEP + 1)
+#define N_LARGE (4 * 44) /* 2^20 .. 2^64 */
+#define N_BINS (N_SMALL + N_LARGE)
+#define N_BUCKETS 4096
+#define STAGE_BYTES ((size_t)8 << 20)
+
+typedef struct blk {
+    void *ptr;
+    size_t size, req;
+    struct blk *next;
+} blk;
+
+typedef struct pool {
+    pthread_mutex_t lock;
+    blk *bins[N_BINS];      /* free blocks by class */
+    blk *live[N_BUCKETS];   /* live blocks by pointer hash */
+    cg_cuda_mem_stats st;
+    /* staging */
+    pthread_mutex_t stage_lock;
+    void *stage[2];
+    cudaEvent_t stage_ev[2];
+    int stage_ok; /* 1 ready, -1 unavailable (pinned alloc failed): direct copies */
+} pool;
+
+static pthread_mutex_t g_pools_lock = PTHREAD_MUTEX_INITIALIZER;
+static pool *g_pools[64];
+
+static pool *pool_of(int dev) {
+    if (dev < 0 || dev >= 64) return NULL;
+    pthread_mutex_lock(&g_pools_lock);
+    pool *p = g_pools[dev];
+    if (!p) {
+        p = calloc(1, sizeof *p);
+        if (p) {
+            pthread_mutex_init(&p->lock, NULL);
+            pthread_mutex_init(&p->stage_lock, NULL);
+            g_pools[dev] = p;
+        }
+    }
+    pthread_mutex_unlock(&g_pools_lock);
+    return p;
+}
+
+/* class index and rounded size */
+static size_t size_class(size_t n, size_t *rounded) {
+    if (n <= SMALL_LIMIT) {
+        size_t k = (n + SMALL_STEP - 1) / SMALL_STEP;
+        if (k == 0) k = 1;
+        *rounded = k * SMALL_STEP;
+        return k;
+    }
+    int e = 63 - __builtin_clzll((unsigned long long)n); /* 2^e <= n < 2^(e+1), e >= 20 */
+    size_t step = (size_t)1 << (e - 2);
+    size_t r = (n + step - 1) / step * step; /* may reach 2^(e+1): then it is class 0 of e+1 */
+    if (r == ((size_t)1 << (e + 1))) {
+        *rounded = r;
+        return N_SMALL + (size_t)(e + 1 - 20) * 4;
+    }
+    *rounded = r;
+    return N_SMALL + (size_t)(e - 20) * 4 + (r >> (e - 2)) - 4;
+}
+
+static size_t hash_ptr(const void *p) { return (size_t)(((uintptr_t)p >> 9) * 0x9E3779B97F4A7C15ull >> 52) % N_BUCKETS; }
+
+static void release_cache_locked(pool *p) {
+    for (size_t b = 0; b < N_BINS; b++) {
+        blk *k = p->bins[b];
+        while (k) {
+            blk *nx = k->next;
+            cudaFree(k->ptr);
+            p->st.cached -= k->size;
+            p->st.reserved -= k->size;
+            p->st.n_cuda_free++;
+            free(k);
+            k = nx;
+        }
+        p->bins[b] = NULL;
+    }
+}
+
+cg_status cg_cuda_malloc(int dev, size_t nbytes, void **ptr) {
+    *ptr = NULL;
+    if (nbytes == 0) return CG_OK; /* free(NULL) is accepted */
+    cg_cuda_ctx *ctx = NULL;
+    CG_TRY(cg_cuda_ctx_get(dev, &ctx));
+    pool *p = pool_of(dev);
+    if (!p) return CG_FAIL(CG_E_OOM, "cuda:%d: out of host memory for the allocator", dev);
+    size_t rounded;
+    size_t bin = size_class(nbytes, &rounded);
+    if (bin >= N_BINS) return CG_FAIL(CG_E_OOM, "cuda:%d: allocation of %zu bytes is too large", dev, nbytes);
+    pthread_mutex_lock(&p->lock);
+    blk *k = p->bins[bin];
+    if (k) {
+        p->bins[bin] = k->next;
+        p->st.cached -= k->size;
+        p->st.n_cache_hit++;
+    } else {
+        k = malloc(sizeof *k);
+        if (!k) {
+            pthread_mutex_unlock(&p->lock);
+            return CG_FAIL(CG_E_OOM, "cuda:%d: out of host memory for an allocator record", dev);
+        }
+        k->size = rounded;
+        cudaError_t e = cudaMalloc(&k->ptr, rounded);
+        if (e == cudaErrorMemoryAllocation) {
+            (void)cudaGetLastError();
+            p->st.n_oom_retry++;
+            release_cache_locked(p);
+            e = cudaMalloc(&k->ptr, rounded);
+        }
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            size_t fr = 0, tot = 0;
+            cudaMemGetInfo(&fr, &tot);
+            size_t in_use = p->st.in_use;
+            pthread_mutex_unlock(&p->lock);
+            free(k);
+            if (e == cudaErrorMemoryAllocation)
+                return CG_FAIL(CG_E_OOM, "cuda:%d: out of device memory allocating %zu bytes (%zu rounded): %zu of %zu "
+                                         "bytes free, %zu in use by cgrad tensors; free tensors or use smaller "
+                                         "batches", dev, nbytes, rounded, fr, tot, in_use);
+            return CG_CUDA_CALL(e);
+        }
+        p->st.n_cuda_malloc++;
+        p->st.reserved += rounded;
+    }
+    k->req = nbytes;
+    size_t h = hash_ptr(k->ptr);
+    k->next = p->live[h];
+    p->live[h] = k;
+    p->st.in_use += k->size;
+    p->st.requested += nbytes;
+    p->st.n_alloc++;
+    if (p->st.in_use > p->st.peak_in_use) p->st.peak_in_use = p->st.in_use;
+    *ptr = k->ptr;
+    pthread_mutex_unlock(&p->lock);
+    return CG_OK;
+}
+
+void cg_cuda_free(int dev, void *ptr) {
+    if (!ptr) return;
+    pool *p = pool_of(dev);
+    if (!p) return;
+    pthread_mutex_lock(&p->lock);
+    size_t h = hash_ptr(ptr);
+    blk **pp = &p->live[h];
+    while (*pp && (*pp)->ptr != ptr) pp = &(*pp)->next;
+    blk *k = *pp;
+    if (k) {
+        *pp = k->next;
+        p->st.in_use -= k->size;
+        p->st.requested -= k->req;
+        size_t rounded;
+        size_t bin = size_class(k->size, &rounded);
+        k->next = p->bins[bin];
+        p->bins[bin] = k;
+        p->st.cached += k->size;
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+cg_status cg_cuda_scratch(int dev, size_t nbytes, void **ptr) { return cg_cuda_malloc(dev, nbytes, ptr); }
+
+cg_status cg_cuda_memory_stats(int dev, cg_cuda_mem_stats *out) {
+    CG_ARG_NOT_NULL(out, "cg_cuda_memory_stats");
+    cg_cuda_ctx *ctx = NULL;
+    CG_TRY(cg_cuda_ctx_get(dev, &ctx));
+    pool *p = pool_of(dev);
+    if (!p) return CG_FAIL(CG_E_OOM, "cg_cuda_memory_stats: out of host memory");
+    pthread_mutex_lock(&p->lock);
+    *out = p->st;
+    pthread_mutex_unlock(&p->lock);
+    return CG_OK;
+}
+
+cg_status cg_cuda_reset_peak(int dev) {
+    cg_cuda_ctx *ctx = NULL;
+    CG_TRY(cg_cuda_ctx_get(dev, &ctx));
+    pool *p = pool_of(dev);
+    if (!p) return CG_FAIL(CG_E_OOM, "cg_cuda_reset_peak: out of host memory");
+    pthread_mutex_lock(&p->lock);
+    p->st.peak_in_use = p->st.in_use;
+    pthread_mutex_unlock(&p->lock);
+    return CG_OK;
+}
+
+cg_status cg_cuda_empty_cache(int dev) {
+    cg_cuda_ctx *ctx = NULL;
+    CG_TRY(cg_cuda_ctx_get(dev, &ctx));
+    pool *p = pool_of(dev);
+    if (!p) return CG_FAIL(CG_E_OOM, "cg_cuda_empty_cache: out of host memory");
+    /* cached blocks may still be read by queued kernels only if freed-then-cached while in
+     * flight: cudaFree waits for the device, so releasing them is safe */
+    pthread_mutex_lock(&p->lock);
+    release_cache_locked(p);
+    pthread_mutex_unlock(&p->lock);
+    return CG_OK;
+}
+
+/* ---- transfers ---- */
+
+static int stage_ready(pool *p) {
+    if (p->stage_ok) return p->stage_ok > 0;
+    p->stage_ok = -1;
+    if (cudaHostAlloc(&p->stage[0], STAGE_BYTES, cudaHostAllocDefault) != cudaSuccess) goto fail;
+    if (cudaHostAlloc(&p->stage[1], STAGE_BYTES, cudaHostAllocDefault) != cudaSuccess) goto fail;
+    if (cudaEventCreateWithFlags(&p->stage_ev[0], cudaEventDisableTiming) != cudaSuccess) goto fail;
+    if (cudaEventCreateWithFlags(&p->stage_ev[1], cudaEventDisableTiming) != cudaSuccess) goto fail;
+    /* recorded once so the first wait returns at once */
+    p->stage_ok = 1;
+    return 1;
+fail:
+    (void)cudaGetLastError();
+    return 0;
+}
+
+static cg_status copy_h2d(cg_cuda_ctx *ctx, pool *p, void *dst, const void *src, size_t nbytes) {
+    for (size_t off = 0, i = 0; off < nbytes; off += STAGE_BYTES, i++) {
+        size_t len = nbytes - off < STAGE_BYTES ? nbytes - off : STAGE_BYTES;
+        int b = (int)(i & 1);
+        if (i >= 2 || p->stage_ok == 2) CG_TRY(CG_CUDA_CALL(cudaEventSynchronize(p->stage_ev[b])));
+        memcpy(p->stage[b], (const char *)src + off, len);
+        CG_TRY(CG_CUDA_CALL(cudaMemcpyAsync((char *)dst + off, p->stage[b], len, cudaMemcpyHostToDevice, ctx->stream)));
+        CG_TRY(CG_CUDA_CALL(cudaEventRecord(p->stage_ev[b], ctx->stream)));
+    }
+    p->stage_ok = 2; /* events recorded: later transfers must wait on them before reuse */
+    return CG_OK;
+}
+
+static cg_status copy_d2h(cg_cuda_ctx *ctx, pool *p, void *dst, const void *src, size_t nbytes) {
+    if (p->stage_ok == 2) { /* an earlier H2D may still be reading the buffers */
+        CG_TRY(CG_CUDA_CALL(cudaEventSynchronize(p->stage_ev[0])));
+        CG_TRY(CG_CUDA_CALL(cudaEventSynchronize(p->stage_ev[1])));
+    }
+    size_t prev_off = 0, prev_len = 0;
+    int prev_b = -1;
+    for (size_t off = 0, i = 0; off < nbytes; off += STAGE_BYTES, i++) {
+        size_t len = nbytes - off < STAGE_BYTES ? nbytes - off : STAGE_BYTES;
+        int b = (int)(i & 1);
+        CG_TRY(CG_CUDA_CALL(cudaMemcpyAsync(p->stage[b], (const char *)src + off, len, cudaMemcpyDeviceToHost, ctx->stream)));
+        CG_TRY(CG_CUDA_CALL(cudaEventRecord(p->stage_ev[b], ctx->stream)));
+        if (prev_b >= 0) { /* drain the previous chunk while this one is in flight */
+            CG_TRY(CG_CUDA_CALL(cudaEventSynchronize(p->stage_ev[prev_b])));
+            memcpy((char *)dst + prev_off, p->stage[prev_b], prev_len);
+        }
+        prev_b = b;
+        prev_off = off;
+        prev_len = len;
+    }
+    if (prev_b >= 0) {
+        CG_TRY(CG_CUDA_CALL(cudaEventSynchronize(p->stage_ev[prev_b])));
+        memcpy((char *)dst + prev_off, p->stage[prev_b], prev_len);
+    }
+    p->stage_ok = 1; /* all events completed */
+    return CG_OK;
+}
+
+cg_status cg_cuda_memcpy(int dev, void *dst, const void *src, size_t nbytes, cg_copy_kind kind) {
+    if (nbytes == 0) return CG_OK;
+    cg_cuda_ctx *ctx = NULL;
+    CG_TRY(cg_cuda_ctx_get(dev, &ctx));
+    if (kind == CG_COPY_D2D)
+        return CG_CUDA_CALL(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, ctx->stream));
+    pool *p = pool_of(dev);
+    if (!p) return CG_FAIL(CG_E_OOM, "cuda:%d: out of host memory for transfers", dev);
+    cg_status st;
+    pthread_mutex_lock(&p->stage_lock);
+    if (!stage_ready(p)) { /* no pinned memory: plain copies, synchronous for the host buffer */
+        enum cudaMemcpyKind k = kind == CG_COPY_H2D ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost;
+        st = CG_CUDA_CALL(cudaMemcpyAsync(dst, src, nbytes, k, ctx->stream));
+        if (st == CG_OK) st = CG_CUDA_CALL(cudaStreamSynchronize(ctx->stream));
+    } else if (kind == CG_COPY_H2D) {
+        st = copy_h2d(ctx, p, dst, src, nbytes);
+    } else {
+        st = copy_d2h(ctx, p, dst, src, nbytes);
+    }
+    pthread_mutex_unlock(&p->stage_lock);
+    return st;
+}

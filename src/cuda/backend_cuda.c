@@ -1,0 +1,192 @@
+/* The CUDA backend table: memory, copies with dtype conversion, fills, Philox draws,
+ * BLAS-1 helpers, the fused optimizer update, sync, and the op tables (ops_cuda.c).
+ * Nothing here synchronises the host except D2H copies, sumsq (its result goes to the
+ * host) and sync. */
+#include <math.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+#include "ops_cuda.h"
+
+static cg_status get_ctx(const cg_tensor *t, cg_cuda_ctx **ctx) { return cg_cuda_ctx_get(cg_cuda_dev_of(t), ctx); }
+
+static cg_status alloc_cuda(int dev, size_t nbytes, void **ptr) { return cg_cuda_malloc(dev, nbytes, ptr); }
+static void free_cuda(int dev, void *ptr) { cg_cuda_free(dev, ptr); }
+
+static cg_status memcpy_cuda(int dev, void *dst, const void *src, size_t nbytes, cg_copy_kind kind) {
+    return cg_cuda_memcpy(dev, dst, src, nbytes, kind);
+}
+
+static int dense(const cg_tensor *t) {
+    int64_t expect = 1;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        if (t->shape[d] != 1 && t->strides[d] != expect) return 0;
+        expect *= t->shape[d];
+    }
+    return 1;
+}
+
+cg_status cg_cuda_copy_strided_impl(cg_tensor *dst, const cg_tensor *src) {
+    char a[96], b[96];
+    if (dst->ndim != src->ndim || !cg__same_shape(dst, src))
+        return CG_FAIL(CG_E_SHAPE, "copy: shapes %s and %s differ", cg__shape_str(dst->shape, dst->ndim, a, sizeof a),
+                       cg__shape_str(src->shape, src->ndim, b, sizeof b));
+    if (cg_dtype_size(dst->dtype) == 0 || cg_dtype_size(src->dtype) == 0)
+        return CG_FAIL(CG_E_DTYPE, "copy: invalid dtype %d -> %d", (int)src->dtype, (int)dst->dtype);
+    if (!cg__same_device(dst->st->dev, src->st->dev))
+        return CG_FAIL(CG_E_DEVICE, "copy_strided: tensors on different devices");
+    int64_t n = cg__numel(dst->shape, dst->ndim);
+    if (n == 0) return CG_OK;
+    cg_cuda_ctx *ctx = NULL;
+    CG_TRY(get_ctx(dst, &ctx));
+    if (dst->dtype == src->dtype && dense(dst) && dense(src))
+        return CG_CUDA_CALL(cudaMemcpyAsync(cg__ptr(dst), cg__ptr(src), (size_t)n * cg_dtype_size(dst->dtype),
+                                       cudaMemcpyDeviceToDevice, ctx->stream));
+    cg_cuda_copy_geom g;
+    memset(&g, 0, sizeof g);
+    g.n = n;
+    for (int d = 0; d < dst->ndim; d++) {
+        if (dst->shape[d] == 1) continue; /* size-1 axes do not move the index */
+        int k = g.nd;
+        /* merge with the previous axis when both tensors walk it densely over this one */
+        if (k > 0 && g.sd[k - 1] == dst->strides[d] * dst->shape[d] && g.ss[k - 1] == src->strides[d] * dst->shape[d]) {
+            g.shape[k - 1] *= dst->shape[d];
+            g.sd[k - 1] = dst->strides[d];
+            g.ss[k - 1] = src->strides[d];
+            continue;
+        }
+        g.shape[k] = dst->shape[d];
+        g.sd[k] = dst->strides[d];
+        g.ss[k] = src->strides[d];
+        g.nd++;
+    }
+    return CG_CUDA_CALL(cg_cuda_copy_strided((int)dst->dtype, (int)src->dtype, &g, cg__ptr(dst), cg__ptr(src), ctx->stream));
+}
+
+static cg_status fill_cuda(cg_tensor *t, double value) {
+    if (cg_dtype_size(t->dtype) == 0) return CG_FAIL(CG_E_DTYPE, "fill: invalid dtype %d", (int)t->dtype);
+    cg_cuda_ctx *ctx = NULL;
+    CG_TRY(get_ctx(t, &ctx));
+    return CG_CUDA_CALL(cg_cuda_fill((int)t->dtype, cg__numel(t->shape, t->ndim), value, cg__ptr(t), ctx->stream));
+}
+
+static cg_status need_float(const char *fn, cg_dtype dt) {
+    if (dt != CG_F32 && dt != CG_F64)
+        return CG_FAIL(CG_E_DTYPE, "%s: dtype %s not supported on cuda; cast to f32 or f64 with cg_tensor_cast", fn,
+                       cg_dtype_name(dt));
+    return CG_OK;
+}
+
+static cg_status rand_cuda(cg_tensor *t, cg_rand_dist dist, double a, double b, uint64_t seed, uint64_t offset) {
+    CG_TRY(need_float(dist == CG_RAND_UNIFORM ? "rand_uniform" : "rand_normal", t->dtype));
+    cg_cuda_ctx *ctx = NULL;
+    CG_TRY(get_ctx(t, &ctx));
+    return CG_CUDA_CALL(cg_cuda_rand((int)t->dtype, cg__numel(t->shape, t->ndim), dist == CG_RAND_NORMAL, a, b, seed,
+                                offset, cg__ptr(t), ctx->stream));
+}
+
+static cg_status axpy_cuda(cg_tensor *y, double alpha, const cg_tensor *x) {
+    CG_TRY(need_float("axpy", y->dtype));
+    if (x->dtype != y->dtype)
+        return CG_FAIL(CG_E_DTYPE, "axpy: dtypes %s and %s differ", cg_dtype_name(y->dtype), cg_dtype_name(x->dtype));
+    int64_t n = cg__numel(y->shape, y->ndim);
+    if (cg__numel(x->shape, x->ndim) != n)
+        return CG_FAIL(CG_E_SHAPE, "axpy: %lld vs %lld elements", (long long)n, (long long)cg__numel(x->shape, x->ndim));
+    cg_cuda_ctx *ctx = NULL;
+    CG_TRY(get_ctx(y, &ctx));
+    return CG_CUDA_CALL(cg_cuda_axpy((int)y->dtype, n, alpha, cg__ptr(x), cg__ptr(y), ctx->stream));
+}
+
+static cg_status scal_cuda(cg_tensor *y, double alpha) {
+    CG_TRY(need_float("scale_", y->dtype));
+    cg_cuda_ctx *ctx = NULL;
+    CG_TRY(get_ctx(y, &ctx));
+    return CG_CUDA_CALL(cg_cuda_scal((int)y->dtype, cg__numel(y->shape, y->ndim), alpha, cg__ptr(y), ctx->stream));
+}
+
+static cg_status sumsq_cuda(const cg_tensor *x, double *out) {
+    CG_TRY(need_float("sumsq", x->dtype));
+    cg_cuda_ctx *ctx = NULL;
+    CG_TRY(get_ctx(x, &ctx));
+    int64_t n = cg__numel(x->shape, x->ndim);
+    void *ws = NULL;
+    CG_TRY(cg_cuda_scratch(ctx->dev, cg_cuda_sumsq_workspace(n) + sizeof(double), &ws));
+    double *res = ws; /* result first, partials after it */
+    cg_status st = CG_CUDA_CALL(cg_cuda_sumsq((int)x->dtype, n, cg__ptr(x), res, res + 1, ctx->stream));
+    if (st == CG_OK) st = cg_cuda_memcpy(ctx->dev, out, res, sizeof(double), CG_COPY_D2H); /* waits */
+    cg_cuda_free(ctx->dev, ws);
+    return st;
+}
+
+static cg_status check_buf(const cg_optim_call *c, const cg_tensor *t, const char *what, int64_t n) {
+    if (!t) return CG_FAIL(CG_E_INVALID, "optimizer: %s buffer is NULL", what);
+    if (t->dtype != c->param->dtype)
+        return CG_FAIL(CG_E_DTYPE, "optimizer: %s is %s but the parameter is %s", what, cg_dtype_name(t->dtype),
+                       cg_dtype_name(c->param->dtype));
+    if (cg__numel(t->shape, t->ndim) != n)
+        return CG_FAIL(CG_E_SHAPE, "optimizer: %s has %lld elements, the parameter %lld", what,
+                       (long long)cg__numel(t->shape, t->ndim), (long long)n);
+    if (!cg__same_device(t->st->dev, c->param->st->dev))
+        return CG_FAIL(CG_E_DEVICE, "optimizer: %s is on %s, not on the parameter's device", what,
+                       cg_device_str(t->st->dev));
+    return CG_OK;
+}
+
+static cg_status optim_cuda(const cg_optim_call *c) {
+    if (!c || !c->param) return CG_FAIL(CG_E_INVALID, "optimizer: no parameter given");
+    CG_TRY(need_float("optimizer", c->param->dtype));
+    int64_t n = cg__numel(c->param->shape, c->param->ndim);
+    CG_TRY(check_buf(c, c->grad, "grad", n));
+    cg_cuda_optim_args a;
+    memset(&a, 0, sizeof a);
+    a.kind = (int)c->kind;
+    a.lr = c->lr;
+    a.momentum = c->momentum;
+    a.dampening = c->dampening;
+    a.weight_decay = c->weight_decay;
+    a.beta1 = c->beta1;
+    a.beta2 = c->beta2;
+    a.eps = c->eps;
+    a.nesterov = c->nesterov;
+    a.first_step = c->step <= 1;
+    void *m = NULL, *v = NULL;
+    if (c->kind == CG_OPTIM_SGD) {
+        if (c->momentum != 0.0) {
+            CG_TRY(check_buf(c, c->m, "momentum", n));
+            m = cg__ptr(c->m);
+        }
+    } else if (c->kind == CG_OPTIM_ADAM || c->kind == CG_OPTIM_ADAMW) {
+        CG_TRY(check_buf(c, c->m, "exp_avg", n));
+        CG_TRY(check_buf(c, c->v, "exp_avg_sq", n));
+        if (c->step < 1) return CG_FAIL(CG_E_INVALID, "optimizer: step %lld must be >= 1", (long long)c->step);
+        a.bc1 = 1.0 - pow(c->beta1, (double)c->step);
+        a.bc2 = 1.0 - pow(c->beta2, (double)c->step);
+        m = cg__ptr(c->m);
+        v = cg__ptr(c->v);
+    } else {
+        return CG_FAIL(CG_E_INVALID, "optimizer: unknown kind %d", (int)c->kind);
+    }
+    cg_cuda_ctx *ctx = NULL;
+    CG_TRY(get_ctx(c->param, &ctx));
+    return CG_CUDA_CALL(cg_cuda_optim((int)c->param->dtype, n, &a, cg__ptr(c->param), cg__ptr(c->grad), m, v, ctx->stream));
+}
+
+static cg_status sync_cuda(int dev) { return cg_cuda_synchronize(dev); }
+
+const cg_backend cg_cuda_backend = {
+    .name = "cuda",
+    .type = CG_DEVICE_CUDA,
+    .alloc = alloc_cuda,
+    .free = free_cuda,
+    .memcpy = memcpy_cuda,
+    .copy_strided = cg_cuda_copy_strided_impl,
+    .fill = fill_cuda,
+    .rand = rand_cuda,
+    .axpy = axpy_cuda,
+    .scal = scal_cuda,
+    .sumsq = sumsq_cuda,
+    .optim = optim_cuda,
+    .sync = sync_cuda,
+    .forward = cg_cuda_forward_table,
+    .backward = cg_cuda_backward_table,
+};

@@ -1,0 +1,198 @@
+/* CUDA device discovery, per-device contexts (stream, cuBLAS/cuBLASLt/cuDNN handles,
+ * cuBLASLt workspace), the error-checking helpers and process-wide settings.
+ *
+ * A context is created on the first call that needs device `dev`, under a mutex, and
+ * lives until the process exits (handles are not destroyed at exit on purpose: the CUDA
+ * runtime may already be torn down by then). All threads share a device's context and
+ * therefore its stream; cuDNN calls are serialised by ctx->dnn_lock. */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+
+#define CG_CUDA_MAX_DEVICES 64
+#define CG_LT_WORKSPACE_BYTES ((size_t)32 << 20) /* cuBLASLt guidance for Hopper */
+
+/* ---- error helpers ---- */
+
+cg_status cg__cuda_status(cudaError_t e, const char *expr, const char *file, int line) {
+    if (e == cudaSuccess) return CG_OK;
+    (void)cudaGetLastError(); /* clear a non-sticky error so the next call starts clean */
+    cg_status s = (e == cudaErrorMemoryAllocation) ? CG_E_OOM : CG_E_CUDA;
+    return cg__set_error(s, file, line, "CUDA error %s (%s) in %s", cudaGetErrorName(e), cudaGetErrorString(e), expr);
+}
+
+cg_status cg__cublas_status(cublasStatus_t e, const char *expr, const char *file, int line) {
+    if (e == CUBLAS_STATUS_SUCCESS) return CG_OK;
+    cg_status s = (e == CUBLAS_STATUS_ALLOC_FAILED) ? CG_E_OOM : CG_E_CUDA;
+    return cg__set_error(s, file, line, "cuBLAS error %s (%d) in %s", cublasGetStatusString(e), (int)e, expr);
+}
+
+cg_status cg__cudnn_status(cudnnStatus_t e, const char *expr, const char *file, int line) {
+    if (e == CUDNN_STATUS_SUCCESS) return CG_OK;
+    cg_status s = (e == CUDNN_STATUS_ALLOC_FAILED) ? CG_E_OOM : CG_E_CUDA;
+    return cg__set_error(s, file, line, "cuDNN error %s (%d) in %s", cudnnGetErrorString(e), (int)e, expr);
+}
+
+/* ---- discovery ---- */
+
+static pthread_once_t g_count_once = PTHREAD_ONCE_INIT;
+static int g_count;
+static char g_avail[256];
+
+static void count_devices(void) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        g_count = 0;
+        snprintf(g_avail, sizeof g_avail, "no usable CUDA device: %s (%s)", cudaGetErrorName(e),
+                 cudaGetErrorString(e));
+        return;
+    }
+    g_count = n < CG_CUDA_MAX_DEVICES ? n : CG_CUDA_MAX_DEVICES;
+    if (n == 0)
+        snprintf(g_avail, sizeof g_avail, "the CUDA driver reports no device");
+    else
+        snprintf(g_avail, sizeof g_avail, "%d CUDA device(s)", g_count);
+}
+
+int cg_device_count(void) {
+    pthread_once(&g_count_once, count_devices);
+    return g_count;
+}
+
+int cg_cuda_built(void) { return 1; }
+
+const char *cg_cuda_availability(void) {
+    pthread_once(&g_count_once, count_devices);
+    return g_avail;
+}
+
+/* ---- contexts ---- */
+
+static pthread_mutex_t g_ctx_lock = PTHREAD_MUTEX_INITIALIZER;
+static cg_cuda_ctx *_Atomic g_ctx[CG_CUDA_MAX_DEVICES];
+static _Thread_local int tl_current = -1;
+
+static cg_status check_dev(int dev) {
+    int n = cg_device_count();
+    if (dev < 0 || dev >= n)
+        return CG_FAIL(CG_E_DEVICE, "cuda:%d is not available (%s); use CG_CPU or cg_default_device()", dev,
+                       cg_cuda_availability());
+    return CG_OK;
+}
+
+static cg_status ctx_create(int dev, cg_cuda_ctx **out) {
+    cg_cuda_ctx *c = calloc(1, sizeof *c);
+    if (!c) return CG_FAIL(CG_E_OOM, "cuda:%d: out of host memory creating the device context", dev);
+    c->dev = dev;
+    cg_status st;
+    CG_CHECK_GOTO(CG_CUDA_CALL(cudaSetDevice(dev)));
+    CG_CHECK_GOTO(CG_CUDA_CALL(cudaGetDeviceProperties(&c->prop, dev)));
+    CG_CHECK_GOTO(CG_CUDA_CALL(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)));
+    CG_CHECK_GOTO(CG_CUBLAS_CALL(cublasCreate(&c->blas)));
+    CG_CHECK_GOTO(CG_CUBLAS_CALL(cublasSetStream(c->blas, c->stream)));
+    CG_CHECK_GOTO(CG_CUBLAS_CALL(cublasLtCreate(&c->lt)));
+    c->lt_ws_bytes = CG_LT_WORKSPACE_BYTES;
+    CG_CHECK_GOTO(CG_CUDA_CALL(cudaMalloc(&c->lt_ws, c->lt_ws_bytes)));
+    /* cuBLAS (legacy API, the fallback) gets the same workspace */
+    CG_CHECK_GOTO(CG_CUBLAS_CALL(cublasSetWorkspace(c->blas, c->lt_ws, c->lt_ws_bytes)));
+    pthread_mutex_init(&c->dnn_lock, NULL);
+    /* cuDNN is optional: without it the own kernels serve every op */
+    if (cudnnCreate(&c->dnn) == CUDNN_STATUS_SUCCESS) {
+        if (cudnnSetStream(c->dnn, c->stream) != CUDNN_STATUS_SUCCESS) {
+            cudnnDestroy(c->dnn);
+            c->dnn = NULL;
+        }
+    } else {
+        c->dnn = NULL;
+    }
+    *out = c;
+    return CG_OK;
+fail:
+    if (c->lt_ws) cudaFree(c->lt_ws);
+    if (c->lt) cublasLtDestroy(c->lt);
+    if (c->blas) cublasDestroy(c->blas);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    free(c);
+    return st;
+}
+
+cg_status cg_cuda_ctx_get(int dev, cg_cuda_ctx **out) {
+    if (dev < 0 || dev >= CG_CUDA_MAX_DEVICES) return check_dev(dev);
+    cg_cuda_ctx *c = atomic_load(&g_ctx[dev]);
+    if (!c) {
+        CG_TRY(check_dev(dev));
+        pthread_mutex_lock(&g_ctx_lock);
+        c = atomic_load(&g_ctx[dev]);
+        cg_status st = CG_OK;
+        if (!c) {
+            st = ctx_create(dev, &c);
+            if (st == CG_OK) atomic_store(&g_ctx[dev], c);
+        }
+        pthread_mutex_unlock(&g_ctx_lock);
+        CG_TRY(st);
+        tl_current = dev;
+    }
+    if (tl_current != dev) {
+        CG_TRY(CG_CUDA_CALL(cudaSetDevice(dev)));
+        tl_current = dev;
+    }
+    *out = c;
+    return CG_OK;
+}
+
+/* ---- public controls ---- */
+
+static atomic_int g_precision = CG_MATMUL_FP32;
+static atomic_int g_impl = CG_IMPL_OWN;
+
+cg_status cg_cuda_set_matmul_precision(cg_cuda_matmul_precision p) {
+    if (p != CG_MATMUL_FP32 && p != CG_MATMUL_TF32 && p != CG_MATMUL_BF16)
+        return CG_FAIL(CG_E_INVALID, "cg_cuda_set_matmul_precision: unknown precision %d (use CG_MATMUL_FP32, "
+                                     "CG_MATMUL_TF32 or CG_MATMUL_BF16)", (int)p);
+    atomic_store(&g_precision, (int)p);
+    return CG_OK;
+}
+
+cg_cuda_matmul_precision cg_cuda_get_matmul_precision(void) {
+    return (cg_cuda_matmul_precision)atomic_load(&g_precision);
+}
+
+cg_status cg_cuda_set_impl(cg_cuda_impl impl) {
+    if (impl != CG_IMPL_OWN && impl != CG_IMPL_CUDNN)
+        return CG_FAIL(CG_E_INVALID, "cg_cuda_set_impl: unknown implementation %d (use CG_IMPL_OWN or CG_IMPL_CUDNN)",
+                       (int)impl);
+    atomic_store(&g_impl, (int)impl);
+    return CG_OK;
+}
+
+cg_cuda_impl cg_cuda_get_impl(void) { return (cg_cuda_impl)atomic_load(&g_impl); }
+cg_cuda_impl cg_cuda_impl_now(void) { return (cg_cuda_impl)atomic_load(&g_impl); }
+
+cg_status cg_cuda_device_info_get(int dev, cg_cuda_device_info *out) {
+    CG_ARG_NOT_NULL(out, "cg_cuda_device_info_get");
+    cg_cuda_ctx *c = NULL;
+    CG_TRY(cg_cuda_ctx_get(dev, &c));
+    memset(out, 0, sizeof *out);
+    snprintf(out->name, sizeof out->name, "%s", c->prop.name);
+    out->cc_major = c->prop.major;
+    out->cc_minor = c->prop.minor;
+    out->sm_count = c->prop.multiProcessorCount;
+    out->total_mem = c->prop.totalGlobalMem;
+    out->l2_bytes = (size_t)c->prop.l2CacheSize;
+    out->mem_bus_bits = c->prop.memoryBusWidth;
+    cudaRuntimeGetVersion(&out->runtime_version);
+    cudaDriverGetVersion(&out->driver_version);
+    out->cudnn_version = c->dnn ? (int)cudnnGetVersion() : 0;
+    return CG_OK;
+}
+
+cg_status cg_cuda_synchronize(int dev) {
+    cg_cuda_ctx *c = NULL;
+    CG_TRY(cg_cuda_ctx_get(dev, &c));
+    return CG_CUDA_CALL(cudaStreamSynchronize(c->stream));
+}

@@ -1,0 +1,75 @@
+/* CUDA backend internals: the per-device context, the error-checking macro family, the
+ * caching allocator and the matmul / cuDNN entry points shared by the C files here. */
+#ifndef CG_CUDA_INTERNAL_H
+#define CG_CUDA_INTERNAL_H
+
+#include <pthread.h>
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
+
+#include "backend.h"
+#include "cgrad/cuda.h"
+#include "cuda_kernels.h"
+
+/* ---- error checking: one family, each turns a library status into a cg_status with the
+ * failing expression and file:line recorded (via cg__set_error, which CG_FAIL wraps).
+ * Use them as values: CG_TRY(CG_CUDA_CALL(cudaMemsetAsync(...))). ---- */
+cg_status cg__cuda_status(cudaError_t e, const char *expr, const char *file, int line);
+cg_status cg__cublas_status(cublasStatus_t e, const char *expr, const char *file, int line);
+cg_status cg__cudnn_status(cudnnStatus_t e, const char *expr, const char *file, int line);
+#define CG_CUDA_CALL(expr) cg__cuda_status((expr), #expr, __FILE__, __LINE__)
+#define CG_CUBLAS_CALL(expr) cg__cublas_status((expr), #expr, __FILE__, __LINE__)
+#define CG_CUDNN_CALL(expr) cg__cudnn_status((expr), #expr, __FILE__, __LINE__)
+
+/* ---- per-device context: created on first use (thread-safe), lives until exit ---- */
+typedef struct cg_cuda_ctx {
+    int dev;
+    cudaStream_t stream; /* every cgrad kernel, copy and library call on this device */
+    cublasHandle_t blas;
+    cublasLtHandle_t lt;
+    cudnnHandle_t dnn;       /* NULL when cuDNN failed to initialise (own kernels are used) */
+    pthread_mutex_t dnn_lock; /* cuDNN handles must not be used by two threads at once */
+    void *lt_ws;             /* cuBLASLt workspace */
+    size_t lt_ws_bytes;
+    struct cudaDeviceProp prop;
+} cg_cuda_ctx;
+
+/* Context of device `dev`, current on the calling thread (cudaSetDevice done). */
+cg_status cg_cuda_ctx_get(int dev, cg_cuda_ctx **out);
+/* The device of a tensor on the CUDA backend. */
+static inline int cg_cuda_dev_of(const cg_tensor *t) { return t->st->dev.index; }
+
+/* ---- caching allocator (alloc.c) ---- */
+cg_status cg_cuda_malloc(int dev, size_t nbytes, void **ptr);
+void cg_cuda_free(int dev, void *ptr);
+/* Scratch: same allocator; freeing right after queueing the kernel that uses it is safe
+ * (one stream per device: the next user is ordered after it). */
+cg_status cg_cuda_scratch(int dev, size_t nbytes, void **ptr);
+cg_status cg_cuda_memcpy(int dev, void *dst, const void *src, size_t nbytes, cg_copy_kind kind);
+
+/* ---- matmul (matmul.c) ----
+ * C (M, N) = op(A) op(B), row-major, dense; beta 0 (=). dt f32 or f64. */
+cg_status cg_cuda_gemm(cg_cuda_ctx *ctx, cg_dtype dt, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A,
+                       const void *B, void *C);
+/* Fused epilogue variant for a later Linear op (documented in docs/cuda.md):
+ * C = act(op(A) op(B) + bias) with aux = pre-activation (GELU/ReLU aux) when non-NULL.
+ * epi: 0 none, 1 bias, 2 relu+bias, 3 gelu+bias. f32 only. */
+typedef enum cg_cuda_epilogue { CG_EPI_NONE = 0, CG_EPI_BIAS, CG_EPI_RELU_BIAS, CG_EPI_GELU_BIAS } cg_cuda_epilogue;
+cg_status cg_cuda_gemm_ex(cg_cuda_ctx *ctx, cg_dtype dt, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                          const void *A, const void *B, void *C, cg_cuda_epilogue epi, const void *bias, void *aux);
+
+/* ---- cuDNN twins (cudnn_ops.c): CG_E_UNSUPPORTED when the case is not covered, so the
+ * caller falls back to its own kernel (no error message is kept in that case). ---- */
+cg_status cg_cudnn_softmax(cg_cuda_ctx *ctx, cg_dtype dt, int logsm, int64_t rows, int64_t d, const void *x, void *y);
+cg_status cg_cudnn_softmax_bwd(cg_cuda_ctx *ctx, cg_dtype dt, int logsm, int64_t rows, int64_t d, const void *y,
+                               const void *g, void *dx);
+cg_status cg_cudnn_batchnorm(cg_cuda_ctx *ctx, const cg_op_call *c);
+cg_status cg_cudnn_batchnorm_bwd(cg_cuda_ctx *ctx, const cg_op_call *c, const cg_tensor *gout, cg_tensor *const *gin);
+
+/* ---- settings (context.c) ---- */
+cg_cuda_impl cg_cuda_impl_now(void);
+
+#endif
