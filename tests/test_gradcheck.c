@@ -99,6 +99,50 @@ START_TEST(gradcheck_case) {
 }
 END_TEST
 
+/* Input gradients of one instance in dtype dt for upstream gradient G (malloc'd, per input). */
+static void grads_in(const cgt_inst *I, cg_dtype dt, const double *G, double **g) {
+    cg_tensor *in[CGT_MAX_IN], *out = NULL;
+    CGT_OK(cgt_inst_run(I, dt, CG_CPU, 1, in, &out));
+    cg_tensor *gt = cgt_tensor(G, cg_tensor_shape(out), cg_tensor_ndim(out), dt, CG_CPU);
+    CGT_OK(cg_backward_ex(out, gt, 0));
+    for (int i = 0; i < CGT_MAX_IN; i++)
+        g[i] = in[i] && I->in[i].diff && cgt_arg_numel(&I->in[i]) ? cgt_read(cg_tensor_grad(in[i])) : NULL;
+    cg_tensor_release(gt);
+    cg_tensor_release(out);
+    cgt_tensors_release(in, CGT_MAX_IN);
+}
+
+/* The f32 backward kernels agree with the (finite-difference checked) f64 ones. */
+START_TEST(f32_backward_matches_f64) {
+    const cgt_case *c = &cgt_cases[_i];
+    char tag[256];
+    snprintf(tag, sizeof tag, "f32 backward %s %s", c->op, c->name);
+    cgt_rand r = cgt_rand_make(tag);
+    cgt_inst I;
+    cgt_inst_make(c, &r, CG_F32, &I); /* values exact in f32, so both runs see the same inputs */
+    cg_tensor *out = NULL;
+    CGT_OK(cgt_inst_run(&I, CG_F64, CG_CPU, 0, NULL, &out));
+    int64_t n = cg_tensor_numel(out);
+    cg_tensor_release(out);
+    double *G = malloc((size_t)(n ? n : 1) * sizeof *G);
+    for (int64_t k = 0; k < n; k++) G[k] = cgt_round_to(cgt_normal(&r), CG_F32);
+    double *g32[CGT_MAX_IN], *g64[CGT_MAX_IN];
+    grads_in(&I, CG_F32, G, g32);
+    grads_in(&I, CG_F64, G, g64);
+    cgt_tol tol = cgt_tol_scaled((cgt_tol){1e-5, 1e-4}, c->tol_mul > 0 ? c->tol_mul : 1);
+    for (int i = 0; i < CGT_MAX_IN; i++) {
+        if (!g64[i]) continue;
+        char what[256];
+        snprintf(what, sizeof what, "%s / %s: f32 gradient of input %d", c->op, c->name, i);
+        CGT_ASSERT_CLOSE_ARR(g32[i], g64[i], cgt_arg_numel(&I.in[i]), tol, what);
+        free(g32[i]);
+        free(g64[i]);
+    }
+    free(G);
+    cgt_inst_free(&I);
+}
+END_TEST
+
 /* Non-differentiable inputs (labels, running statistics) must not get gradients and
  * must not be written by backward. */
 START_TEST(no_grad_for_labels_and_stats) {
@@ -128,6 +172,7 @@ static Suite *suite(void) {
     tcase_add_test(t, every_op_has_a_case);
     tcase_add_test(t, no_grad_for_labels_and_stats);
     tcase_add_loop_test(t, gradcheck_case, 0, cgt_n_cases);
+    tcase_add_loop_test(t, f32_backward_matches_f64, 0, cgt_n_cases);
     tcase_set_timeout(t, 60);
     suite_add_tcase(s, t);
     return s;
