@@ -129,7 +129,7 @@ START_TEST(f32_backward_matches_f64) {
     double *g32[CGT_MAX_IN], *g64[CGT_MAX_IN];
     grads_in(&I, CG_F32, G, g32);
     grads_in(&I, CG_F64, G, g64);
-    cgt_tol tol = cgt_tol_scaled((cgt_tol){1e-5, 1e-4}, c->tol_mul > 0 ? c->tol_mul : 1);
+    cgt_tol tol = cgt_tol_scaled((cgt_tol){2e-5, 2e-4}, c->tol_mul > 0 ? c->tol_mul : 1);
     for (int i = 0; i < CGT_MAX_IN; i++) {
         if (!g64[i]) continue;
         char what[256];
