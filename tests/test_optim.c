@@ -249,7 +249,9 @@ START_TEST(clip_grad_norm_global) {
     CGT_OK(cg_clip_grad_norm(&p, 1, 10.0, &total));
     CGT_ASSERT_CLOSE(val(g, 0), 3 * k, 1e-15);
     /* through the optimizer: clip_norm then SGD */
-    CGT_OK(cg_tensor_copy_(g, cgt_tensor(g0, &n, 1, CG_F64, CG_CPU)));
+    cg_tensor *g_again = cgt_tensor(g0, &n, 1, CG_F64, CG_CPU);
+    CGT_OK(cg_tensor_copy_(g, g_again));
+    cg_tensor_release(g_again);
     cg_optim_config c = cg_optim_sgd(1.0, 0, 0, 0);
     c.clip_norm = 1.0;
     cg_optimizer *o;

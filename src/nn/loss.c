@@ -29,7 +29,22 @@ static cg_status match_target(const cg_tensor *pred, const cg_tensor *target, co
     return CG_OK;
 }
 
+static cg_status loss_impl(const cg_loss_config *cfg, const cg_tensor *pred, const cg_tensor *target, cg_tensor **out);
+
+/* Temporaries (a moved, cast or reshaped target) live in a scope of their own. */
 cg_status cg_loss(const cg_loss_config *cfg, const cg_tensor *pred, const cg_tensor *target, cg_tensor **out) {
+    CG_ARG_NOT_NULL(out, "cg_loss");
+    *out = NULL;
+    CG_TRY(cg_scope_begin());
+    cg_tensor *l = NULL;
+    cg_status st = loss_impl(cfg, pred, target, &l);
+    if (st == CG_OK) cg_keep(l);
+    cg_scope_end();
+    if (st == CG_OK) *out = cg__autorelease(l);
+    return st;
+}
+
+static cg_status loss_impl(const cg_loss_config *cfg, const cg_tensor *pred, const cg_tensor *target, cg_tensor **out) {
     CG_ARG_NOT_NULL(cfg, "cg_loss");
     CG_ARG_NOT_NULL(pred, "cg_loss");
     CG_ARG_NOT_NULL(target, "cg_loss");

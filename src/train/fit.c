@@ -239,19 +239,22 @@ cg_status cg_model_fit(cg_model *m, const cg_tensor *x, const cg_tensor *y, cons
     cg_weights_snapshot best_w = {0};
     cg_grad_norm *norms = NULL;
     int was_training = m->training;
-    CG_TRY(cg_scope_begin()); /* slices and other long-lived temporaries of this call */
-
+    /* no scope stays open across the epoch loop: the user's callback runs there */
     const cg_tensor *xv = cfg.x_val, *yv = cfg.y_val;
     cg_tensor *xt = (cg_tensor *)x, *yt = (cg_tensor *)y;
+    cg_tensor *held[4] = {NULL, NULL, NULL, NULL}; /* split slices, owned */
     if (!xv && cfg.validation_split > 0) {
         int64_t n_val = (int64_t)((double)n * cfg.validation_split);
         if (n_val > 0 && n_val < n) { /* Keras: the last fraction, before shuffling */
-            cg_tensor *a, *b, *c, *d;
-            CG_CHECK_GOTO(cg_slice_rows(x, 0, n - n_val, &a));
-            CG_CHECK_GOTO(cg_slice_rows(y, 0, n - n_val, &b));
-            CG_CHECK_GOTO(cg_slice_rows(x, n - n_val, n, &c));
-            CG_CHECK_GOTO(cg_slice_rows(y, n - n_val, n, &d));
-            xt = a, yt = b, xv = c, yv = d;
+            CG_CHECK_GOTO(cg_scope_begin());
+            st = cg_slice_rows(x, 0, n - n_val, &held[0]);
+            if (st == CG_OK) st = cg_slice_rows(y, 0, n - n_val, &held[1]);
+            if (st == CG_OK) st = cg_slice_rows(x, n - n_val, n, &held[2]);
+            if (st == CG_OK) st = cg_slice_rows(y, n - n_val, n, &held[3]);
+            for (int i = 0; i < 4; i++) cg_keep(held[i]);
+            cg_scope_end();
+            if (st != CG_OK) goto fail;
+            xt = held[0], yt = held[1], xv = held[2], yv = held[3];
         }
     }
     int has_val = xv != NULL;
@@ -383,7 +386,7 @@ cg_status cg_model_fit(cg_model *m, const cg_tensor *x, const cg_tensor *y, cons
     cg__history_set_stop(hist, stopped, best_epoch);
 fail:
     m->training = was_training;
-    cg_scope_end();
+    for (int i = 0; i < 4; i++) cg_tensor_release(held[i]);
     cg__snapshot_free(&best_w);
     free(norms);
     cg_loader_free(ld);
