@@ -126,7 +126,9 @@ typedef struct cg_checkpoint_info {
 CG_API cg_status cg_checkpoint_save(const char *path, cg_model *m, const cg_checkpoint_info *info,
                                     const char *const *extra_meta, int n_extra);
 /* Restores a model built with the same architecture (and its compiled optimizer, when it has
- * one) so training continues exactly. info may be NULL. */
+ * one) so training continues exactly: parameters, buffers, optimizer state and step, the
+ * dropout stream and the model seed (fit's default shuffling seed). Resume fit with
+ * initial_epoch = info->epoch. info may be NULL. */
 CG_API cg_status cg_checkpoint_load(const char *path, cg_model *m, cg_checkpoint_info *info);
 
 CG_EXTERN_C_END

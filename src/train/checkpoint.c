@@ -65,7 +65,7 @@ cg_status cg_checkpoint_load(const char *path, cg_model *m, cg_checkpoint_info *
     cg_status st = CG_OK;
     char arch[2048];
     const char *saved = cg_state_dict_get_meta(sd, "cgrad.arch");
-    uint64_t seed = 0, offset = 0;
+    uint64_t seed = 0, offset = 0, model_seed = 0;
     int64_t epoch = 0, step = 0;
     if (!cg_state_dict_get_meta(sd, "cgrad.checkpoint")) {
         st = CG_FAIL(CG_E_FORMAT, "cg_checkpoint_load: %s is not a cgrad checkpoint (no cgrad.checkpoint metadata); "
@@ -75,6 +75,7 @@ cg_status cg_checkpoint_load(const char *path, cg_model *m, cg_checkpoint_info *
                                   "model: %s", path, saved ? saved : "(none)", arch);
     } else if (parse_u64(cg_state_dict_get_meta(sd, "rng.seed"), &seed) ||
                parse_u64(cg_state_dict_get_meta(sd, "rng.offset"), &offset) ||
+               parse_u64(cg_state_dict_get_meta(sd, "model.seed"), &model_seed) ||
                cg__parse_i64(cg_state_dict_get_meta(sd, "train.epoch"), &epoch) ||
                cg__parse_i64(cg_state_dict_get_meta(sd, "train.step"), &step)) {
         st = CG_FAIL(CG_E_FORMAT, "cg_checkpoint_load: %s lacks valid rng/epoch/step metadata", path);
@@ -90,6 +91,7 @@ cg_status cg_checkpoint_load(const char *path, cg_model *m, cg_checkpoint_info *
     if (st == CG_OK) {
         m->rng.seed = seed;
         m->rng.offset = offset;
+        m->seed = model_seed; /* fit's default shuffling seed */
         if (info) {
             info->epoch = (int)epoch;
             info->step = step;
