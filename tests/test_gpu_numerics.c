@@ -1,0 +1,796 @@
+/* GPU numerics: every op forward and backward on CUDA against the CPU reference backend,
+ * on fresh random inputs (the op-case table of tests/support plus odd and large shapes:
+ * 1, 3, 127, 1025, 4099 columns; split reductions), in f32 and f64; bit-exact dropout
+ * masks, Philox draws and dtype conversions; NaN/Inf propagation; optimizer, BLAS-1
+ * helpers, matmul precision modes, the cuDNN twins, determinism of reductions, and the
+ * caching allocator (stats, reuse, empty_cache, OOM status).
+ *
+ * Poisoning: before each GPU run the allocator cache is stocked with NaN-filled blocks of
+ * the sizes the op will ask for (bins are LIFO), so an output the kernel forgets to write
+ * comes back NaN and fails (NaN never passes cgt_close).
+ *
+ * Skips (exit 0) with "no CUDA device: skipping GPU suite" in a CPU-only build or when
+ * cg_device_count() == 0. Compiles in both builds (only public API + backend.h). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "cgrad/cuda.h"
+#include "cgt.h"
+#include "op_cases.h"
+
+#define GPU CG_CUDA(0)
+
+/* f32: the GPU sums in float (the CPU in double) and uses float libm: wider than the
+ * CPU-vs-float64 tolerance. f64: both sides in double, different summation orders. */
+static cgt_tol gpu_tol(cg_dtype dt, double mul) {
+    cgt_tol t = dt == CG_F64 ? (cgt_tol){1e-10, 1e-10} : (cgt_tol){2e-5, 1e-4};
+    return cgt_tol_scaled(t, mul > 0 ? mul : 1);
+}
+
+/* NaN-filled blocks of these element counts go into the device cache (then freed). */
+static void poison_cache(const int64_t *counts, int k, cg_dtype dt) {
+    for (int i = 0; i < k; i++) {
+        if (counts[i] <= 0) continue;
+        cg_tensor *t = NULL;
+        int64_t n = counts[i];
+        CGT_OK(cg_tensor_full(&n, 1, dt, GPU, NAN, &t));
+        cg_tensor_release(t);
+    }
+}
+
+/* ---------------------------------------------------------------- generic CPU-vs-GPU runner */
+
+typedef cg_status (*apply_fn)(cg_tensor *const *in, cg_tensor **out, const void *arg);
+
+typedef struct spec {
+    int n_in;
+    const double *v[CGT_MAX_IN]; /* NULL: the op gets NULL */
+    int ndim[CGT_MAX_IN];
+    int64_t shape[CGT_MAX_IN][4];
+    cg_dtype kind[CGT_MAX_IN]; /* CG_F32 means "the float dtype under test"; else as given */
+    int diff[CGT_MAX_IN];
+} spec;
+
+typedef struct result {
+    double *out;
+    int64_t nout;
+    double *g[CGT_MAX_IN];
+    int64_t ng[CGT_MAX_IN];
+} result;
+
+static void result_free(result *r) {
+    free(r->out);
+    for (int i = 0; i < CGT_MAX_IN; i++) free(r->g[i]);
+    memset(r, 0, sizeof *r);
+}
+
+static void run_spec(const spec *s, apply_fn f, const void *arg, cg_dtype dt, cg_device dev, const double *gseed,
+                     int64_t gseed_n, result *r) {
+    memset(r, 0, sizeof *r);
+    cg_tensor *in[CGT_MAX_IN] = {0}, *out = NULL;
+    int any = 0;
+    for (int i = 0; i < s->n_in; i++) {
+        if (!s->v[i]) continue;
+        cg_dtype k = s->kind[i] == CG_F32 ? dt : s->kind[i];
+        in[i] = cgt_tensor(s->v[i], s->shape[i], s->ndim[i], k, dev);
+        if (s->diff[i]) {
+            CGT_OK(cg_tensor_set_requires_grad(in[i], 1));
+            any = 1;
+        }
+    }
+    if (dev.type == CG_DEVICE_CUDA && gseed_n > 0) { /* expected sizes from the CPU run */
+        int64_t counts[1 + CGT_MAX_IN];
+        int k = 0;
+        counts[k++] = gseed_n;
+        for (int i = 0; i < s->n_in; i++)
+            if (in[i]) counts[k++] = cg_tensor_numel(in[i]);
+        poison_cache(counts, k, dt);
+    }
+    CGT_OK(f(in, &out, arg));
+    r->nout = cg_tensor_numel(out);
+    r->out = cgt_read(out);
+    if (any && cg_tensor_requires_grad(out)) {
+        ck_assert_msg(gseed_n >= r->nout, "gradient seed too short");
+        cg_tensor *gt = cgt_tensor(gseed, cg_tensor_shape(out), cg_tensor_ndim(out), dt, dev);
+        CGT_OK(cg_backward_ex(out, gt, 0));
+        cg_tensor_release(gt);
+        for (int i = 0; i < s->n_in; i++) {
+            if (!in[i] || !s->diff[i]) continue;
+            cg_tensor *g = cg_tensor_grad(in[i]);
+            ck_assert_msg(g != NULL, "input %d got no gradient on %s", i, cg_device_str(dev));
+            r->ng[i] = cg_tensor_numel(g);
+            r->g[i] = cgt_read(g);
+        }
+    }
+    cg_tensor_release(out);
+    for (int i = 0; i < CGT_MAX_IN; i++) cg_tensor_release(in[i]);
+}
+
+/* CPU and GPU on the same inputs and output gradient; values and gradients compared. */
+static void compare_spec(const char *what, const spec *s, apply_fn f, const void *arg, cg_dtype dt, double tol_mul) {
+    cgt_rand r = cgt_rand_make(what);
+    result a, b;
+    run_spec(s, f, arg, dt, CG_CPU, NULL, 0, &a);
+    int64_t nout = a.nout; /* the first run only learns the output size */
+    double *gseed = malloc((size_t)(nout ? nout : 1) * sizeof(double));
+    for (int64_t k = 0; k < nout; k++) gseed[k] = cgt_round_to(cgt_normal(&r), dt);
+    result_free(&a);
+    run_spec(s, f, arg, dt, CG_CPU, gseed, nout, &a);
+    run_spec(s, f, arg, dt, GPU, gseed, nout, &b);
+    cgt_tol tol = gpu_tol(dt, tol_mul);
+    char msg[512];
+    ck_assert_msg(a.nout == b.nout, "%s: %lld outputs on cpu, %lld on cuda", what, (long long)a.nout,
+                  (long long)b.nout);
+    snprintf(msg, sizeof msg, "%s (%s) forward", what, cg_dtype_name(dt));
+    CGT_ASSERT_CLOSE_ARR(b.out, a.out, a.nout, tol, msg);
+    for (int i = 0; i < CGT_MAX_IN; i++) {
+        if (!a.g[i]) continue;
+        ck_assert_msg(b.g[i] && a.ng[i] == b.ng[i], "%s: gradient %d missing on cuda", what, i);
+        snprintf(msg, sizeof msg, "%s (%s) gradient of input %d", what, cg_dtype_name(dt), i);
+        CGT_ASSERT_CLOSE_ARR(b.g[i], a.g[i], a.ng[i], tol, msg);
+    }
+    free(gseed);
+    result_free(&a);
+    result_free(&b);
+}
+
+static double *randn_arr(cgt_rand *r, int64_t n, double mean, double std) {
+    double *v = malloc((size_t)(n ? n : 1) * sizeof *v);
+    for (int64_t i = 0; i < n; i++) v[i] = mean + std * cgt_normal(r);
+    return v;
+}
+
+/* ---------------------------------------------------------------- the op-case table */
+
+/* loop index: case i / 2 in f32 (even) or f64 (odd) */
+START_TEST(case_vs_cpu) {
+    const cgt_case *c = &cgt_cases[_i / 2];
+    cg_dtype dt = _i % 2 ? CG_F64 : CG_F32;
+    char tag[256];
+    snprintf(tag, sizeof tag, "gpu %s %s %s", c->op, c->name, cg_dtype_name(dt));
+    cgt_rand r = cgt_rand_make(tag);
+    cgt_inst I;
+    cgt_inst_make(c, &r, dt, &I);
+    cg_tensor *in[CGT_MAX_IN], *out[2] = {NULL, NULL};
+    double *vals[2] = {NULL, NULL}, *grads[2][CGT_MAX_IN] = {{0}};
+    int64_t nout = 0, ngr[CGT_MAX_IN] = {0};
+    double *gseed = NULL;
+    for (int k = 0; k < 2; k++) { /* k = 0 cpu, 1 cuda */
+        cg_device dev = k ? GPU : CG_CPU;
+        if (k) {
+            int64_t counts[1 + CGT_MAX_IN] = {nout};
+            for (int i = 0; i < I.n_in; i++) counts[1 + i] = I.in[i].present ? cgt_arg_numel(&I.in[i]) : 0;
+            poison_cache(counts, 1 + I.n_in, dt);
+        }
+        CGT_OK(cgt_inst_run(&I, dt, dev, 1, in, &out[k]));
+        if (!k) {
+            nout = cg_tensor_numel(out[0]);
+            gseed = malloc((size_t)(nout ? nout : 1) * sizeof(double));
+            for (int64_t j = 0; j < nout; j++) gseed[j] = cgt_round_to(cgt_normal(&r), dt);
+        }
+        ck_assert_int_eq(cg_tensor_numel(out[k]), nout);
+        vals[k] = cgt_read(out[k]);
+        if (cg_tensor_requires_grad(out[k]) && cg_tensor_has_grad_fn(out[k])) {
+            cg_tensor *gt = cgt_tensor(gseed, cg_tensor_shape(out[k]), cg_tensor_ndim(out[k]), dt, dev);
+            CGT_OK(cg_backward_ex(out[k], gt, 0));
+            cg_tensor_release(gt);
+            for (int i = 0; i < I.n_in; i++)
+                if (in[i] && I.in[i].diff && cg_tensor_grad(in[i])) {
+                    grads[k][i] = cgt_read(cg_tensor_grad(in[i]));
+                    ngr[i] = cg_tensor_numel(in[i]);
+                }
+        }
+        cgt_tensors_release(in, CGT_MAX_IN);
+        cg_tensor_release(out[k]);
+    }
+    cgt_tol tol = gpu_tol(dt, c->tol_mul);
+    char what[512];
+    snprintf(what, sizeof what, "%s / %s (%s) forward", c->op, c->name, cg_dtype_name(dt));
+    CGT_ASSERT_CLOSE_ARR(vals[1], vals[0], nout, tol, what);
+    for (int i = 0; i < CGT_MAX_IN; i++) {
+        ck_assert_msg((grads[0][i] == NULL) == (grads[1][i] == NULL), "%s / %s: gradient %d on one device only", c->op,
+                      c->name, i);
+        if (!grads[0][i]) continue;
+        snprintf(what, sizeof what, "%s / %s (%s) gradient of input %d", c->op, c->name, cg_dtype_name(dt), i);
+        CGT_ASSERT_CLOSE_ARR(grads[1][i], grads[0][i], ngr[i], tol, what);
+        free(grads[0][i]);
+        free(grads[1][i]);
+    }
+    free(vals[0]);
+    free(vals[1]);
+    free(gseed);
+    cgt_inst_free(&I);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- row ops at odd widths */
+
+static cg_status ap_softmax(cg_tensor *const *in, cg_tensor **out, const void *arg) {
+    return *(const int *)arg ? cg_log_softmax(in[0], out) : cg_softmax(in[0], out);
+}
+static cg_status ap_layernorm(cg_tensor *const *in, cg_tensor **out, const void *arg) {
+    (void)arg;
+    return cg_layernorm(in[0], in[1], in[2], 1e-5, out);
+}
+static cg_status ap_ce(cg_tensor *const *in, cg_tensor **out, const void *arg) {
+    const int *a = arg; /* reduction, label smoothing x 10 */
+    return cg_softmax_cross_entropy(in[0], in[1], (cg_reduction)a[0], a[1] / 10.0, out);
+}
+
+static const int64_t ODD_D[] = {1, 3, 127, 1025, 4099, 13000};
+static const int64_t ODD_R[] = {1, 3, 130};
+
+START_TEST(rows_odd_widths) {
+    cg_dtype dt = _i % 2 ? CG_F64 : CG_F32;
+    cgt_rand r = cgt_rand_make("rows odd");
+    for (size_t a = 0; a < sizeof ODD_D / sizeof ODD_D[0]; a++)
+        for (size_t b = 0; b < sizeof ODD_R / sizeof ODD_R[0]; b++) {
+            int64_t d = ODD_D[a], rows = ODD_R[b], n = rows * d;
+            double *x = randn_arr(&r, n, 0.3, 2.0), *g = randn_arr(&r, d, 1.0, 0.5), *be = randn_arr(&r, d, 0, 0.5);
+            double *lab = malloc((size_t)rows * sizeof *lab);
+            for (int64_t k = 0; k < rows; k++) lab[k] = (double)cgt_randint(&r, 0, d);
+            char what[128];
+            spec s = {.n_in = 1, .v = {x}, .ndim = {2}, .shape = {{rows, d}}, .kind = {CG_F32}, .diff = {1}};
+            for (int logsm = 0; logsm < 2; logsm++) {
+                snprintf(what, sizeof what, "%s rows %lld x %lld", logsm ? "log_softmax" : "softmax", (long long)rows,
+                         (long long)d);
+                compare_spec(what, &s, ap_softmax, &logsm, dt, 1);
+            }
+            spec ln = {.n_in = 3, .v = {x, g, be}, .ndim = {2, 1, 1}, .shape = {{rows, d}, {d}, {d}},
+                       .kind = {CG_F32, CG_F32, CG_F32}, .diff = {1, 1, 1}};
+            snprintf(what, sizeof what, "layernorm rows %lld x %lld", (long long)rows, (long long)d);
+            compare_spec(what, &ln, ap_layernorm, NULL, dt, 10);
+            spec ce = {.n_in = 2, .v = {x, lab}, .ndim = {2, 1}, .shape = {{rows, d}, {rows}},
+                       .kind = {CG_F32, CG_I64}, .diff = {1, 0}};
+            for (int red = 0; red < 3; red++) {
+                int arg[2] = {red, red == 1 ? 1 : 0};
+                snprintf(what, sizeof what, "softmax_ce rows %lld x %lld red %d", (long long)rows, (long long)d, red);
+                compare_spec(what, &ce, ap_ce, arg, dt, 10);
+            }
+            free(x);
+            free(g);
+            free(be);
+            free(lab);
+        }
+}
+END_TEST
+
+/* ---------------------------------------------------------------- reductions */
+
+static cg_status ap_reduce(cg_tensor *const *in, cg_tensor **out, const void *arg) {
+    const int *a = arg; /* mean?, axis, keepdim */
+    return a[0] ? cg_mean(in[0], a[1], a[2], out) : cg_sum(in[0], a[1], a[2], out);
+}
+
+START_TEST(reductions_all_paths) {
+    cg_dtype dt = _i % 2 ? CG_F64 : CG_F32;
+    cgt_rand r = cgt_rand_make("reduce paths");
+    /* warp rows, block rows, split rows, columns, split columns */
+    static const int64_t shapes[][3] = {{1, 1, 1}, {3, 127, 1}, {1025, 3, 1}, {127, 1025, 3}, {2, 300001, 1},
+                                        {3000, 5, 1}, {70000, 3, 1}, {5, 4099, 1}};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        int nd = shapes[k][2] > 1 ? 3 : 2;
+        int64_t n = shapes[k][0] * shapes[k][1] * shapes[k][2];
+        double *x = randn_arr(&r, n, 0.1, 1.0);
+        spec s = {.n_in = 1, .v = {x}, .ndim = {nd}, .shape = {{shapes[k][0], shapes[k][1], shapes[k][2]}},
+                  .kind = {CG_F32}, .diff = {1}};
+        for (int mean = 0; mean < 2; mean++)
+            for (int axis = -1; axis < nd; axis++) {
+                int arg[3] = {mean, axis < 0 ? CG_ALL_AXES : axis, axis == 1};
+                char what[128];
+                snprintf(what, sizeof what, "%s axis %d of shape %lld", mean ? "mean" : "sum", axis, (long long)k);
+                /* long f32 sums: float accumulation vs the CPU's double */
+                compare_spec(what, &s, ap_reduce, arg, dt, dt == CG_F32 ? 20 : 100);
+            }
+        free(x);
+    }
+}
+END_TEST
+
+START_TEST(reductions_are_deterministic) {
+    cgt_rand r = cgt_rand_make("reduce determinism");
+    int64_t shape[2] = {3, 1 << 20};
+    cg_tensor *x = cgt_randn(&r, shape, 2, CG_F32, GPU), *a = NULL, *b = NULL, *c = NULL, *d = NULL;
+    CGT_OK(cg_sum(x, CG_ALL_AXES, 0, &a));
+    CGT_OK(cg_sum(x, CG_ALL_AXES, 0, &b));
+    CGT_OK(cg_sum(x, 0, 0, &c));
+    CGT_OK(cg_sum(x, 0, 0, &d));
+    float va, vb;
+    CGT_OK(cg_tensor_to_host(a, &va, sizeof va));
+    CGT_OK(cg_tensor_to_host(b, &vb, sizeof vb));
+    ck_assert_msg(memcmp(&va, &vb, sizeof va) == 0, "sum of all: %.9g then %.9g", va, vb);
+    size_t nb = cg_tensor_nbytes(c);
+    void *hc = malloc(nb), *hd = malloc(nb);
+    CGT_OK(cg_tensor_to_host(c, hc, nb));
+    CGT_OK(cg_tensor_to_host(d, hd, nb));
+    ck_assert_msg(memcmp(hc, hd, nb) == 0, "column sums differ between two runs");
+    double s1, s2;
+    CGT_OK(cg_sumsq(x, &s1));
+    CGT_OK(cg_sumsq(x, &s2));
+    ck_assert_msg(s1 == s2, "sumsq %.17g then %.17g", s1, s2);
+    free(hc);
+    free(hd);
+    cg_tensor *all[] = {x, a, b, c, d};
+    for (int i = 0; i < 5; i++) cg_tensor_release(all[i]);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- broadcasting */
+
+static cg_status ap_binary(cg_tensor *const *in, cg_tensor **out, const void *arg) {
+    switch (*(const int *)arg) {
+    case 0: return cg_add(in[0], in[1], out);
+    case 1: return cg_sub(in[0], in[1], out);
+    case 2: return cg_mul(in[0], in[1], out);
+    default: return cg_div(in[0], in[1], out);
+    }
+}
+
+START_TEST(broadcast_shapes) {
+    cg_dtype dt = _i % 2 ? CG_F64 : CG_F32;
+    cgt_rand r = cgt_rand_make("broadcast");
+    static const struct {
+        int na, nb;
+        int64_t a[4], b[4];
+    } P[] = {{2, 1, {127, 1025}, {1025}},    {3, 3, {3, 1, 5}, {1, 4, 1}},    {1, 2, {1}, {3, 127}},
+             {4, 3, {2, 3, 4, 5}, {3, 1, 5}}, {2, 2, {1025, 1}, {1, 3}},       {2, 2, {4096, 1024}, {4096, 1024}},
+             {2, 2, {3, 127}, {3, 127}},      {2, 2, {0, 3}, {1, 3}}};
+    for (size_t k = 0; k < sizeof P / sizeof P[0]; k++) {
+        int64_t na = 1, nb = 1;
+        for (int i = 0; i < P[k].na; i++) na *= P[k].a[i];
+        for (int i = 0; i < P[k].nb; i++) nb *= P[k].b[i];
+        double *a = randn_arr(&r, na, 0, 1), *b = randn_arr(&r, nb, 0, 1);
+        for (int64_t i = 0; i < nb; i++) b[i] = (b[i] < 0 ? -0.5 : 0.5) + b[i]; /* away from 0 for div */
+        spec s = {.n_in = 2, .v = {a, b}, .ndim = {P[k].na, P[k].nb}, .kind = {CG_F32, CG_F32}, .diff = {1, 1}};
+        memcpy(s.shape[0], P[k].a, sizeof P[k].a);
+        memcpy(s.shape[1], P[k].b, sizeof P[k].b);
+        for (int op = 0; op < 4; op++) {
+            char what[96];
+            snprintf(what, sizeof what, "binary op %d, shape pair %zu", op, k);
+            compare_spec(what, &s, ap_binary, &op, dt, 10);
+        }
+        free(a);
+        free(b);
+    }
+}
+END_TEST
+
+/* ---------------------------------------------------------------- batchnorm */
+
+static cg_status ap_bn(cg_tensor *const *in, cg_tensor **out, const void *arg) {
+    const int *a = arg; /* training */
+    return cg_batchnorm(in[0], in[1], in[2], in[3], in[4], a[0], 0.1, 1e-5, out);
+}
+
+static void bn_shapes(cg_dtype dt, double tol_mul) {
+    cgt_rand r = cgt_rand_make("batchnorm");
+    static const int64_t S[][2] = {{2, 1}, {3, 127}, {1025, 3}, {4096, 33}, {600, 1025}};
+    for (size_t k = 0; k < sizeof S / sizeof S[0]; k++) {
+        int64_t N = S[k][0], C = S[k][1];
+        double *x = randn_arr(&r, N * C, 0.5, 2.0), *g = randn_arr(&r, C, 1, 0.5), *b = randn_arr(&r, C, 0, 0.5);
+        double *rm = randn_arr(&r, C, 0, 0.3), *rv = randn_arr(&r, C, 0, 0.3);
+        for (int64_t i = 0; i < C; i++) rv[i] = 0.5 + fabs(rv[i]);
+        for (int training = 0; training < 2; training++) {
+            spec s = {.n_in = 5, .v = {x, g, b, rm, rv}, .ndim = {2, 1, 1, 1, 1},
+                      .shape = {{N, C}, {C}, {C}, {C}, {C}}, .kind = {CG_F32, CG_F32, CG_F32, CG_F32, CG_F32},
+                      .diff = {1, 1, 1, 0, 0}};
+            char what[96];
+            snprintf(what, sizeof what, "batchnorm %lld x %lld training %d", (long long)N, (long long)C, training);
+            compare_spec(what, &s, ap_bn, &training, dt, tol_mul);
+        }
+        /* running statistics after one training step */
+        cg_tensor *t[2][5] = {{0}}, *out = NULL;
+        double *after[2][2];
+        for (int dv = 0; dv < 2; dv++) {
+            cg_device dev = dv ? GPU : CG_CPU;
+            const double *v[5] = {x, g, b, rm, rv};
+            int64_t sh[5][2] = {{N, C}, {C}, {C}, {C}, {C}};
+            for (int i = 0; i < 5; i++) t[dv][i] = cgt_tensor(v[i], sh[i], i ? 1 : 2, dt, dev);
+            CGT_OK(cg_batchnorm(t[dv][0], t[dv][1], t[dv][2], t[dv][3], t[dv][4], 1, 0.1, 1e-5, &out));
+            cg_tensor_release(out);
+            after[dv][0] = cgt_read(t[dv][3]);
+            after[dv][1] = cgt_read(t[dv][4]);
+            for (int i = 0; i < 5; i++) cg_tensor_release(t[dv][i]);
+        }
+        CGT_ASSERT_CLOSE_ARR(after[1][0], after[0][0], C, gpu_tol(dt, tol_mul), "batchnorm running_mean");
+        CGT_ASSERT_CLOSE_ARR(after[1][1], after[0][1], C, gpu_tol(dt, tol_mul), "batchnorm running_var");
+        for (int dv = 0; dv < 2; dv++) {
+            free(after[dv][0]);
+            free(after[dv][1]);
+        }
+        free(x);
+        free(g);
+        free(b);
+        free(rm);
+        free(rv);
+    }
+}
+
+START_TEST(batchnorm_shapes) { bn_shapes(_i % 2 ? CG_F64 : CG_F32, 10); }
+END_TEST
+
+/* ---------------------------------------------------------------- cuDNN twins */
+
+START_TEST(cudnn_twins_match_cpu) {
+    CGT_OK(cg_cuda_set_impl(CG_IMPL_CUDNN));
+    cgt_rand r = cgt_rand_make("cudnn");
+    int64_t rows = 130, d = 1025;
+    double *x = randn_arr(&r, rows * d, 0.3, 2.0);
+    spec s = {.n_in = 1, .v = {x}, .ndim = {2}, .shape = {{rows, d}}, .kind = {CG_F32}, .diff = {1}};
+    for (int logsm = 0; logsm < 2; logsm++) compare_spec("cudnn softmax", &s, ap_softmax, &logsm, CG_F32, 10);
+    free(x);
+    bn_shapes(CG_F32, 50);
+    CGT_OK(cg_cuda_set_impl(CG_IMPL_OWN));
+    ck_assert_int_eq(cg_cuda_get_impl(), CG_IMPL_OWN);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- bit-exact streams */
+
+START_TEST(dropout_mask_matches_cpu_bitwise) {
+    cgt_rand r = cgt_rand_make("dropout");
+    int64_t n = 1025 * 3 + 1; /* odd: the tail block of 4 */
+    cg_tensor *xc = cgt_randn(&r, &n, 1, CG_F32, CG_CPU), *xg = NULL, *yc = NULL, *yg = NULL;
+    CGT_OK(cg_tensor_to(xc, GPU, &xg));
+    cg_rng a = cgt_lib_rng(&r), b = a;
+    CGT_OK(cg_dropout(xc, 0.3, 1, &a, &yc));
+    CGT_OK(cg_dropout(xg, 0.3, 1, &b, &yg));
+    ck_assert_msg(a.offset == b.offset, "rng offsets differ");
+    float *hc = malloc((size_t)n * 4), *hg = malloc((size_t)n * 4);
+    CGT_OK(cg_tensor_to_host(yc, hc, (size_t)n * 4));
+    CGT_OK(cg_tensor_to_host(yg, hg, (size_t)n * 4));
+    for (int64_t i = 0; i < n; i++)
+        ck_assert_msg(memcmp(&hc[i], &hg[i], 4) == 0, "dropout element %lld: cpu %.9g cuda %.9g", (long long)i, hc[i],
+                      hg[i]);
+    free(hc);
+    free(hg);
+    cg_tensor *all[] = {xc, xg, yc, yg};
+    for (int i = 0; i < 4; i++) cg_tensor_release(all[i]);
+}
+END_TEST
+
+START_TEST(rand_streams_match_cpu) {
+    for (int k = 0; k < 4; k++) {
+        cg_dtype dt = k % 2 ? CG_F64 : CG_F32;
+        int normal = k >= 2;
+        int64_t n = 4099;
+        cg_rng a = cg_rng_make(1234 + (uint64_t)k), b = a;
+        a.offset = b.offset = 77;
+        cg_tensor *tc = NULL, *tg = NULL;
+        if (normal) {
+            CGT_OK(cg_tensor_rand_normal(&n, 1, dt, CG_CPU, 0.5, 2.0, &a, &tc));
+            CGT_OK(cg_tensor_rand_normal(&n, 1, dt, GPU, 0.5, 2.0, &b, &tg));
+        } else {
+            CGT_OK(cg_tensor_rand_uniform(&n, 1, dt, CG_CPU, -1.0, 3.0, &a, &tc));
+            CGT_OK(cg_tensor_rand_uniform(&n, 1, dt, GPU, -1.0, 3.0, &b, &tg));
+        }
+        ck_assert(a.offset == b.offset);
+        double *vc = cgt_read(tc), *vg = cgt_read(tg);
+        /* uniform: exact; normal: device log/sin/cos may differ from libm in the last bits */
+        cgt_tol tol = normal ? (cgt_tol){1e-12, 1e-12} : (cgt_tol){0, 0};
+        if (normal && dt == CG_F32) tol = (cgt_tol){1e-6, 1e-6};
+        for (int64_t i = 0; i < n; i++)
+            ck_assert_msg(vc[i] == vg[i] || cgt_close(vg[i], vc[i], tol), "%s %s element %lld: cpu %.17g cuda %.17g",
+                          normal ? "normal" : "uniform", cg_dtype_name(dt), (long long)i, vc[i], vg[i]);
+        free(vc);
+        free(vg);
+        cg_tensor_release(tc);
+        cg_tensor_release(tg);
+    }
+}
+END_TEST
+
+START_TEST(conversions_match_cpu_bitwise) {
+    static const double vals[] = {0.0,  -0.0, 1.0,     -1.5,     65504.0, 65520.0, 1e-8,  -3e-5, 6.1e-5, 2.5,
+                                  3.5,  1e10, -1e10,   INFINITY, -INFINITY, NAN,   255.7, 256.2, -7.9, 3e38,
+                                  1e-40, 0.1, 2147483648.0, -2147483649.0, 0.33333};
+    int64_t n = sizeof vals / sizeof vals[0];
+    static const cg_dtype to[] = {CG_F16, CG_BF16, CG_I32, CG_I64, CG_U8, CG_F64, CG_F32};
+    for (int src = 0; src < 2; src++) {
+        cg_dtype sdt = src ? CG_F64 : CG_F32;
+        cg_tensor *hc = cgt_tensor(vals, &n, 1, sdt, CG_CPU), *hg = NULL;
+        CGT_OK(cg_tensor_to(hc, GPU, &hg));
+        for (size_t k = 0; k < sizeof to / sizeof to[0]; k++) {
+            cg_tensor *cc = NULL, *cg = NULL, *back = NULL;
+            CGT_OK(cg_tensor_cast(hc, to[k], &cc));
+            CGT_OK(cg_tensor_cast(hg, to[k], &cg));
+            size_t nb = cg_tensor_nbytes(cc);
+            unsigned char *bc = malloc(nb), *bg = malloc(nb);
+            CGT_OK(cg_tensor_to_host(cc, bc, nb));
+            CGT_OK(cg_tensor_to_host(cg, bg, nb));
+            ck_assert_msg(memcmp(bc, bg, nb) == 0, "%s -> %s: bytes differ between cpu and cuda", cg_dtype_name(sdt),
+                          cg_dtype_name(to[k]));
+            /* and back to f32 on the device */
+            CGT_OK(cg_tensor_cast(cg, CG_F32, &back));
+            cg_tensor *backc = NULL;
+            CGT_OK(cg_tensor_cast(cc, CG_F32, &backc));
+            float *fb = malloc((size_t)n * 4), *fc = malloc((size_t)n * 4);
+            CGT_OK(cg_tensor_to_host(back, fb, (size_t)n * 4));
+            CGT_OK(cg_tensor_to_host(backc, fc, (size_t)n * 4));
+            ck_assert_msg(memcmp(fb, fc, (size_t)n * 4) == 0, "%s -> f32 differs", cg_dtype_name(to[k]));
+            free(bc);
+            free(bg);
+            free(fb);
+            free(fc);
+            cg_tensor_release(cc);
+            cg_tensor_release(cg);
+            cg_tensor_release(back);
+            cg_tensor_release(backc);
+        }
+        cg_tensor_release(hc);
+        cg_tensor_release(hg);
+    }
+    /* integer to integer keeps 64 bits / wraps like a C cast */
+    static const double iv[] = {0, 1, -1, 300, -129, 4294967297.0, 9007199254740993.0};
+    int64_t m = 7;
+    cg_tensor *ic = cgt_tensor(iv, &m, 1, CG_I64, CG_CPU), *ig = NULL, *a = NULL, *b = NULL;
+    CGT_OK(cg_tensor_to(ic, GPU, &ig));
+    for (int k = 0; k < 2; k++) {
+        cg_dtype d = k ? CG_U8 : CG_I32;
+        CGT_OK(cg_tensor_cast(ic, d, &a));
+        CGT_OK(cg_tensor_cast(ig, d, &b));
+        size_t nb = cg_tensor_nbytes(a);
+        unsigned char ba[64], bb[64];
+        CGT_OK(cg_tensor_to_host(a, ba, nb));
+        CGT_OK(cg_tensor_to_host(b, bb, nb));
+        ck_assert_msg(memcmp(ba, bb, nb) == 0, "i64 -> %s differs", cg_dtype_name(d));
+        cg_tensor_release(a);
+        cg_tensor_release(b);
+    }
+    cg_tensor_release(ic);
+    cg_tensor_release(ig);
+}
+END_TEST
+
+START_TEST(strided_copy_matches_cpu) {
+    cgt_rand r = cgt_rand_make("strided");
+    int64_t shape[3] = {127, 3, 1025};
+    cg_tensor *xc = cgt_randn(&r, shape, 3, CG_F32, CG_CPU), *xg = NULL;
+    CGT_OK(cg_tensor_to(xc, GPU, &xg));
+    cg_tensor *tc = NULL, *tg = NULL, *cc = NULL, *cgpu = NULL;
+    CGT_OK(cg_transpose(xc, 0, 2, &tc));
+    CGT_OK(cg_transpose(xg, 0, 2, &tg));
+    CGT_OK(cg_contiguous(tc, &cc));
+    CGT_OK(cg_contiguous(tg, &cgpu));
+    double *a = cgt_read(cc), *b = cgt_read(cgpu);
+    CGT_ASSERT_CLOSE_ARR(b, a, cg_tensor_numel(cc), ((cgt_tol){0, 0}), "transposed contiguous copy");
+    free(a);
+    free(b);
+    cg_tensor *all[] = {xc, xg, tc, tg, cc, cgpu};
+    for (int i = 0; i < 6; i++) cg_tensor_release(all[i]);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- NaN / Inf */
+
+static cg_status ap_unary(cg_tensor *const *in, cg_tensor **out, const void *arg) {
+    switch (*(const int *)arg) {
+    case 0: return cg_exp(in[0], out);
+    case 1: return cg_log(in[0], out);
+    case 2: return cg_sqrt(in[0], out);
+    case 3: return cg_sigmoid(in[0], out);
+    case 4: return cg_tanh(in[0], out);
+    case 5: return cg_relu(in[0], out);
+    case 6: return cg_leaky_relu(in[0], 0.01, out);
+    case 7: return cg_gelu(in[0], CG_GELU_ERF, out);
+    case 8: return cg_gelu(in[0], CG_GELU_TANH, out);
+    case 9: return cg_softmax(in[0], out);
+    case 10: return cg_layernorm(in[0], NULL, NULL, 1e-5, out);
+    default: return cg_sum(in[0], 1, 0, out);
+    }
+}
+
+/* same class: both NaN, or equal infinities, or close */
+static int same_class(double g, double c, cgt_tol tol) {
+    if (isnan(c) || isnan(g)) return isnan(c) && isnan(g);
+    if (isinf(c) || isinf(g)) return g == c;
+    return cgt_close(g, c, tol);
+}
+
+START_TEST(nan_inf_propagate_like_cpu) {
+    cgt_rand r = cgt_rand_make("nan inf");
+    int64_t shape[2] = {5, 1025}, n = shape[0] * shape[1];
+    double *x = randn_arr(&r, n, 0.5, 1.0);
+    x[3] = NAN;                     /* row 0 */
+    x[1025 + 7] = INFINITY;         /* row 1 */
+    x[2 * 1025 + 9] = -INFINITY;    /* row 2 */
+    x[3 * 1025 + 11] = 1e30;        /* row 3 overflows exp */
+    for (int f = 0; f < 12; f++) {
+        double *res[2];
+        for (int dv = 0; dv < 2; dv++) {
+            cg_tensor *t = cgt_tensor(x, shape, 2, CG_F32, dv ? GPU : CG_CPU), *o = NULL;
+            CGT_OK(ap_unary(&t, &o, &f));
+            res[dv] = cgt_read(o);
+            if (!dv) n = cg_tensor_numel(o);
+            cg_tensor_release(t);
+            cg_tensor_release(o);
+        }
+        for (int64_t i = 0; i < n; i++)
+            ck_assert_msg(same_class(res[1][i], res[0][i], gpu_tol(CG_F32, 10)), "fn %d element %lld: cpu %.9g cuda %.9g",
+                          f, (long long)i, res[0][i], res[1][i]);
+        n = shape[0] * shape[1];
+        free(res[0]);
+        free(res[1]);
+    }
+    free(x);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- backend services */
+
+START_TEST(optimizers_match_cpu) {
+    const cg_backend *bc = cg__backend(CG_CPU), *bg = cg__backend(GPU);
+    ck_assert_ptr_nonnull(bg);
+    cgt_rand r = cgt_rand_make("optim");
+    int64_t n = 4099;
+    for (int k = 0; k < 8; k++) {
+        cg_dtype dt = k % 2 ? CG_F64 : CG_F32;
+        cg_optim_kind kind = k < 4 ? CG_OPTIM_SGD : k < 6 ? CG_OPTIM_ADAM : CG_OPTIM_ADAMW;
+        double *p = randn_arr(&r, n, 0, 1), *g = randn_arr(&r, n, 0, 1), *m = randn_arr(&r, n, 0, 0.1),
+               *v = randn_arr(&r, n, 0, 0.1);
+        for (int64_t i = 0; i < n; i++) v[i] = fabs(v[i]);
+        double *res[2][3];
+        for (int dv = 0; dv < 2; dv++) {
+            cg_device dev = dv ? GPU : CG_CPU;
+            cg_tensor *tp = cgt_tensor(p, &n, 1, dt, dev), *tg = cgt_tensor(g, &n, 1, dt, dev),
+                      *tm = cgt_tensor(m, &n, 1, dt, dev), *tv = cgt_tensor(v, &n, 1, dt, dev);
+            cg_optim_call c = {.kind = kind, .param = tp, .grad = tg, .m = tm, .v = tv, .lr = 0.01, .momentum = 0.9,
+                               .dampening = k == 2 ? 0.1 : 0.0, .weight_decay = 0.01, .beta1 = 0.9, .beta2 = 0.999,
+                               .eps = 1e-8, .nesterov = k == 3, .step = 3};
+            for (int step = 1; step <= 3; step++) {
+                c.step = step;
+                CGT_OK((dv ? bg : bc)->optim(&c));
+            }
+            res[dv][0] = cgt_read(tp);
+            res[dv][1] = cgt_read(tm);
+            res[dv][2] = cgt_read(tv);
+            cg_tensor_release(tp);
+            cg_tensor_release(tg);
+            cg_tensor_release(tm);
+            cg_tensor_release(tv);
+        }
+        for (int j = 0; j < (kind == CG_OPTIM_SGD ? 2 : 3); j++) {
+            char what[64];
+            snprintf(what, sizeof what, "optimizer case %d buffer %d", k, j);
+            CGT_ASSERT_CLOSE_ARR(res[1][j], res[0][j], n, gpu_tol(dt, 1), what);
+        }
+        for (int dv = 0; dv < 2; dv++)
+            for (int j = 0; j < 3; j++) free(res[dv][j]);
+        free(p);
+        free(g);
+        free(m);
+        free(v);
+    }
+}
+END_TEST
+
+START_TEST(blas1_helpers_match_cpu) {
+    cgt_rand r = cgt_rand_make("blas1");
+    int64_t n = 100003;
+    for (int k = 0; k < 2; k++) {
+        cg_dtype dt = k ? CG_F64 : CG_F32;
+        double *x = randn_arr(&r, n, 0, 1), *y = randn_arr(&r, n, 0, 1);
+        double *res[2], ss[2];
+        for (int dv = 0; dv < 2; dv++) {
+            cg_device dev = dv ? GPU : CG_CPU;
+            cg_tensor *tx = cgt_tensor(x, &n, 1, dt, dev), *ty = cgt_tensor(y, &n, 1, dt, dev);
+            CGT_OK(cg_add_(ty, -0.75, tx));
+            CGT_OK(cg_scale_(ty, 1.5));
+            CGT_OK(cg_sumsq(ty, &ss[dv]));
+            res[dv] = cgt_read(ty);
+            cg_tensor_release(tx);
+            cg_tensor_release(ty);
+        }
+        CGT_ASSERT_CLOSE_ARR(res[1], res[0], n, gpu_tol(dt, 1), "axpy + scal");
+        ck_assert_msg(cgt_close(ss[1], ss[0], gpu_tol(dt, 10)), "sumsq cpu %.17g cuda %.17g", ss[0], ss[1]);
+        free(res[0]);
+        free(res[1]);
+        free(x);
+        free(y);
+    }
+}
+END_TEST
+
+/* ---------------------------------------------------------------- matmul precision */
+
+static cg_status ap_matmul(cg_tensor *const *in, cg_tensor **out, const void *arg) {
+    const int *t = arg;
+    return cg_matmul(in[0], in[1], t[0], t[1], out);
+}
+
+START_TEST(matmul_precisions) {
+    cgt_rand r = cgt_rand_make("matmul");
+    int64_t M = 127, K = 1025, N = 65;
+    double *a = randn_arr(&r, M * K, 0, 1), *b = randn_arr(&r, K * N, 0, 1);
+    for (int prec = 0; prec < 3; prec++) {
+        CGT_OK(cg_cuda_set_matmul_precision((cg_cuda_matmul_precision)prec));
+        for (int t = 0; t < 4; t++) {
+            int tr[2] = {t & 1, (t >> 1) & 1};
+            spec s = {.n_in = 2, .v = {a, b}, .ndim = {2, 2}, .kind = {CG_F32, CG_F32}, .diff = {1, 1}};
+            s.shape[0][0] = tr[0] ? K : M;
+            s.shape[0][1] = tr[0] ? M : K;
+            s.shape[1][0] = tr[1] ? N : K;
+            s.shape[1][1] = tr[1] ? K : N;
+            char what[64];
+            snprintf(what, sizeof what, "matmul precision %d trans %d%d", prec, tr[0], tr[1]);
+            /* |sum| ~ sqrt(K) ~ 32: tf32 (10-bit mantissa) and bf16 (7-bit) round the inputs */
+            double mul = prec == 0 ? 50 : prec == 1 ? 2e3 : 2e4;
+            compare_spec(what, &s, ap_matmul, tr, CG_F32, mul);
+            if (prec == 0) compare_spec(what, &s, ap_matmul, tr, CG_F64, 100);
+        }
+    }
+    CGT_OK(cg_cuda_set_matmul_precision(CG_MATMUL_FP32));
+    CGT_FAILS(cg_cuda_set_matmul_precision((cg_cuda_matmul_precision)7), CG_E_INVALID, "precision");
+    free(a);
+    free(b);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- allocator */
+
+START_TEST(allocator_stats_reuse_and_oom) {
+    cg_cuda_mem_stats s0, s1, s2, s3;
+    CGT_OK(cg_cuda_empty_cache(0));
+    CGT_OK(cg_cuda_memory_stats(0, &s0));
+    ck_assert_uint_eq(s0.cached, 0);
+    int64_t n = 1 << 20;
+    cg_tensor *t = NULL;
+    CGT_OK(cg_tensor_zeros(&n, 1, CG_F32, GPU, &t));
+    CGT_OK(cg_cuda_memory_stats(0, &s1));
+    ck_assert_msg(s1.in_use >= s0.in_use + (size_t)n * 4, "in_use did not grow");
+    ck_assert(s1.peak_in_use >= s1.in_use);
+    cg_tensor_release(t);
+    CGT_OK(cg_cuda_memory_stats(0, &s2));
+    ck_assert_msg(s2.cached >= (size_t)n * 4, "a freed block was not cached");
+    CGT_OK(cg_tensor_zeros(&n, 1, CG_F32, GPU, &t));
+    CGT_OK(cg_cuda_memory_stats(0, &s3));
+    ck_assert_msg(s3.n_cache_hit > s2.n_cache_hit, "same-size allocation was not served from the cache");
+    cg_tensor_release(t);
+    CGT_OK(cg_cuda_empty_cache(0));
+    CGT_OK(cg_cuda_memory_stats(0, &s3));
+    ck_assert_uint_eq(s3.cached, 0);
+    /* far beyond any device: a status, not a crash */
+    int64_t huge[2] = {(int64_t)1 << 22, (int64_t)1 << 22};
+    CGT_FAILS(cg_tensor_empty(huge, 2, CG_F32, GPU, &t), CG_E_OOM, "bytes", "free");
+    cg_cuda_device_info info;
+    CGT_OK(cg_cuda_device_info_get(0, &info));
+    ck_assert(info.sm_count > 0);
+    CGT_FAILS(cg_cuda_device_info_get(999, &info), CG_E_DEVICE, "cuda:999");
+    CGT_OK(cg_cuda_synchronize(0));
+}
+END_TEST
+
+static Suite *suite(void) {
+    Suite *s = suite_create("gpu_numerics");
+    TCase *tc = tcase_create("ops");
+    tcase_set_timeout(tc, 600);
+    tcase_add_loop_test(tc, case_vs_cpu, 0, 2 * cgt_n_cases);
+    tcase_add_loop_test(tc, rows_odd_widths, 0, 2);
+    tcase_add_loop_test(tc, reductions_all_paths, 0, 2);
+    tcase_add_test(tc, reductions_are_deterministic);
+    tcase_add_loop_test(tc, broadcast_shapes, 0, 2);
+    tcase_add_loop_test(tc, batchnorm_shapes, 0, 2);
+    tcase_add_test(tc, cudnn_twins_match_cpu);
+    tcase_add_test(tc, dropout_mask_matches_cpu_bitwise);
+    tcase_add_test(tc, rand_streams_match_cpu);
+    tcase_add_test(tc, conversions_match_cpu_bitwise);
+    tcase_add_test(tc, strided_copy_matches_cpu);
+    tcase_add_test(tc, nan_inf_propagate_like_cpu);
+    tcase_add_test(tc, optimizers_match_cpu);
+    tcase_add_test(tc, blas1_helpers_match_cpu);
+    tcase_add_test(tc, matmul_precisions);
+    tcase_add_test(tc, allocator_stats_reuse_and_oom);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) {
+    if (!cg_cuda_built() || cg_device_count() == 0) {
+        printf("no CUDA device: skipping GPU suite (%s)\n", cg_cuda_availability());
+        return 0;
+    }
+    return cgt_run_suite(suite());
+}
