@@ -8,5 +8,8 @@
 #include "cgrad/autograd.h"
 #include "cgrad/io.h"
 #include "cgrad/data.h"
+#include "cgrad/nn.h"
+#include "cgrad/optim.h"
+#include "cgrad/train.h"
 
 #endif
