@@ -209,7 +209,7 @@ __device__ __forceinline__ int64_t load_label(const void *labels, int lab64, int
 
 template <typename T, int E>
 __global__ void softmax_ce_warp_kernel(int64_t rows, int C, const T *__restrict__ x, const void *labels, int lab64, T ls,
-                                       T *__restrict__ loss, T *__restrict__ grad) {
+                                       T gs, T *__restrict__ loss, T *__restrict__ grad) {
     int lane = threadIdx.x & 31;
     int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;
@@ -239,12 +239,12 @@ __global__ void softmax_ce_warp_kernel(int64_t rows, int C, const T *__restrict_
 #pragma unroll
     for (int k = 0; k < E; k++) {
         int j = lane + 32 * k;
-        if (j < C) gr[j] = ok ? fexp(v[k] - a.m) / a.s - (j == lab ? on + off : off) : T(NAN);
+        if (j < C) gr[j] = ok ? (fexp(v[k] - a.m) / a.s - (j == lab ? on + off : off)) * gs : T(NAN);
     }
 }
 
 template <typename T>
-__global__ void softmax_ce_block_kernel(int64_t C, const T *__restrict__ x, const void *labels, int lab64, T ls, int cache,
+__global__ void softmax_ce_block_kernel(int64_t C, const T *__restrict__ x, const void *labels, int lab64, T ls, T gs, int cache,
                                         T *__restrict__ loss, T *__restrict__ grad) {
     extern __shared__ unsigned char smem_raw[];
     T *row_sm = (T *)smem_raw;
@@ -272,32 +272,32 @@ __global__ void softmax_ce_block_kernel(int64_t C, const T *__restrict__ x, cons
     const T *src = cache ? row_sm : xr;
     T *gr = grad + row * C;
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x)
-        gr[j] = ok ? fexp(src[j] - a.m) / a.s - (j == lab ? on + off : off) : T(NAN);
+        gr[j] = ok ? (fexp(src[j] - a.m) / a.s - (j == lab ? on + off : off)) * gs : T(NAN);
 }
 
 template <typename T>
-static cudaError_t softmax_ce_launch(int64_t rows, int64_t C, const T *x, const void *labels, int lab64, T ls, T *loss,
-                                     T *grad, cudaStream_t s) {
+static cudaError_t softmax_ce_launch(int64_t rows, int64_t C, const T *x, const void *labels, int lab64, T ls, T gs,
+                                     T *loss, T *grad, cudaStream_t s) {
     if (C <= 1024) {
         unsigned grid = (unsigned)((rows + 7) / 8);
-        if (C <= 128) softmax_ce_warp_kernel<T, 4><<<grid, 256, 0, s>>>(rows, (int)C, x, labels, lab64, ls, loss, grad);
-        else if (C <= 256) softmax_ce_warp_kernel<T, 8><<<grid, 256, 0, s>>>(rows, (int)C, x, labels, lab64, ls, loss, grad);
-        else if (C <= 512) softmax_ce_warp_kernel<T, 16><<<grid, 256, 0, s>>>(rows, (int)C, x, labels, lab64, ls, loss, grad);
-        else softmax_ce_warp_kernel<T, 32><<<grid, 256, 0, s>>>(rows, (int)C, x, labels, lab64, ls, loss, grad);
+        if (C <= 128) softmax_ce_warp_kernel<T, 4><<<grid, 256, 0, s>>>(rows, (int)C, x, labels, lab64, ls, gs, loss, grad);
+        else if (C <= 256) softmax_ce_warp_kernel<T, 8><<<grid, 256, 0, s>>>(rows, (int)C, x, labels, lab64, ls, gs, loss, grad);
+        else if (C <= 512) softmax_ce_warp_kernel<T, 16><<<grid, 256, 0, s>>>(rows, (int)C, x, labels, lab64, ls, gs, loss, grad);
+        else softmax_ce_warp_kernel<T, 32><<<grid, 256, 0, s>>>(rows, (int)C, x, labels, lab64, ls, gs, loss, grad);
     } else {
         size_t bytes = (size_t)C * sizeof(T);
         int cache = grad && bytes <= SMEM_ROW_BYTES;
         softmax_ce_block_kernel<T><<<(unsigned)rows, C >= 8192 ? 1024 : 256, cache ? bytes : 0, s>>>(
-            C, x, labels, lab64, ls, cache, loss, grad);
+            C, x, labels, lab64, ls, gs, cache, loss, grad);
     }
     return cudaGetLastError();
 }
 
 extern "C" cudaError_t cg_cuda_softmax_ce(int dt, int64_t rows, int64_t C, const void *x, const void *labels, int lab64,
-                                          double ls, void *loss, void *grad, cudaStream_t s) {
+                                          double ls, double gscale, void *loss, void *grad, cudaStream_t s) {
     if (rows == 0) return cudaSuccess;
     if (rows > 0x7fffffff || C == 0) return cudaErrorInvalidValue;
-    CG_DISPATCH_FLOAT(dt, T, return softmax_ce_launch<T>(rows, C, (const T *)x, labels, lab64, (T)ls, (T *)loss, (T *)grad, s));
+    CG_DISPATCH_FLOAT(dt, T, return softmax_ce_launch<T>(rows, C, (const T *)x, labels, lab64, (T)ls, (T)gscale, (T *)loss, (T *)grad, s));
     return cudaErrorInvalidValue;
 }
 

@@ -120,10 +120,11 @@ cudaError_t cg_cuda_softmax_bwd(int dt, int logsm, int64_t rows, int64_t d, cons
 
 /* Fused softmax cross-entropy forward, one read of the logits per row:
  * loss[r] = logsumexp(x_r) - sum_j t_j x_rj with t = (1-ls) onehot(label) + ls/C (=);
- * grad (may be NULL) [r, j] = softmax(x_r)_j - t_j (=). Labels are i32 (lab64 0) or i64;
+ * grad (may be NULL) [r, j] = (softmax(x_r)_j - t_j) * gscale (=), gscale = 1/N for a mean
+ * (the CPU's aux convention). Labels are i32 (lab64 0) or i64;
  * an out-of-range label gives NaN for that row. */
 cudaError_t cg_cuda_softmax_ce(int dt, int64_t rows, int64_t C, const void *x, const void *labels, int lab64,
-                               double ls, void *loss, void *grad, cudaStream_t s);
+                               double ls, double gscale, void *loss, void *grad, cudaStream_t s);
 /* dx[r, j] = grad[r, j] * (per_row ? g[r] : g[0]) * scale (=) */
 cudaError_t cg_cuda_softmax_ce_bwd(int dt, int64_t rows, int64_t C, int per_row, double scale, const void *g,
                                    const void *grad, void *dx, cudaStream_t s);

@@ -504,7 +504,8 @@ static cg_status softmax_ce_fwd(const cg_op_call *c) {
     int red = c->p->reduction != CG_REDUCE_NONE;
     if (red) CG_TRY(cg_cuda_scratch(ctx->dev, (size_t)(N ? N : 1) * cg_dtype_size(dt), &loss));
     cg_status st = CG_CUDA_CALL(cg_cuda_softmax_ce((int)dt, N, C, ptr(x), ptr(lab), lab->dtype == CG_I64,
-                                              c->p->label_smoothing, loss, ptr(c->aux[0]), ctx->stream));
+                                              c->p->label_smoothing, red_scale(c->p->reduction, N), loss,
+                                              ptr(c->aux[0]), ctx->stream));
     if (st == CG_OK && red) st = sum_terms(ctx, dt, N, red_scale(c->p->reduction, N), loss, ptr(c->out));
     if (red) cg_cuda_free(ctx->dev, loss);
     return st;
@@ -516,9 +517,9 @@ static cg_status softmax_ce_bwd(const cg_op_call *c, const cg_tensor *gout, cg_t
     if (!c->aux[0]) return CG_FAIL(CG_E_INTERNAL, "softmax_cross_entropy backward: saved gradient missing");
     int64_t N = c->aux[0]->shape[0], C = c->aux[0]->shape[1];
     int per = c->p->reduction == CG_REDUCE_NONE;
-    double scale = per ? 1.0 : red_scale(c->p->reduction, N);
     CTX(gout);
-    return CG_CUDA_CALL(cg_cuda_softmax_ce_bwd((int)gout->dtype, N, C, per, scale, ptr(gout), ptr(c->aux[0]), ptr(gin[0]),
+    /* the aux already carries the 1/N of a mean (CPU convention) */
+    return CG_CUDA_CALL(cg_cuda_softmax_ce_bwd((int)gout->dtype, N, C, per, 1.0, ptr(gout), ptr(c->aux[0]), ptr(gin[0]),
                                           ctx->stream));
 }
 
