@@ -11,5 +11,6 @@
 #include "cgrad/nn.h"
 #include "cgrad/optim.h"
 #include "cgrad/train.h"
+#include "cgrad/cuda.h"
 
 #endif
