@@ -157,13 +157,7 @@ cg_status bw_reshape(cg_node *n, const cg_tensor *gout, cg_tensor **gin) {
 
 cg_status bw_transpose(cg_node *n, const cg_tensor *gout, cg_tensor **gin) {
     int64_t s[CG_MAX_DIMS], st[CG_MAX_DIMS];
-    int d0 = n->p.dim0, d1 = n->p.dim1;
-    memcpy(s, gout->shape, sizeof s);
-    memcpy(st, gout->strides, sizeof st);
-    s[d0] = gout->shape[d1];
-    s[d1] = gout->shape[d0];
-    st[d0] = gout->strides[d1];
-    st[d1] = gout->strides[d0];
+    cg__swap_dims(gout, n->p.dim0, n->p.dim1, s, st);
     return cg__tensor_view(gout, s, st, gout->ndim, gout->offset, &gin[0]);
 }
 
@@ -258,13 +252,8 @@ static cg_status check_versions(cg_node *n) {
     return CG_OK;
 }
 
-static cg_status accumulate_leaf(cg_tensor *leaf, cg_tensor *g) {
-    if (leaf->grad) { /* may be a user-provided buffer (cg_tensor_set_grad) */
-        cg_tensor *acc = leaf->grad;
-        return accumulate(&acc, g);
-    }
-    return accumulate(&leaf->grad, g);
-}
+/* leaf->grad may be a user-provided buffer (cg_tensor_set_grad): accumulate adds into it */
+static cg_status accumulate_leaf(cg_tensor *leaf, cg_tensor *g) { return accumulate(&leaf->grad, g); }
 
 cg_status cg_backward_ex(cg_tensor *out, const cg_tensor *grad_out, int retain_graph) {
     CG_ARG_NOT_NULL(out, "cg_backward_ex");

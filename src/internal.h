@@ -61,6 +61,11 @@ struct cg_tensor {
     struct cg_node *node;         /* grad_fn: the op that produced this tensor (owned) */
 };
 
+/* CG_OK when shape is a valid geometry for dt: ndim in range, no negative dims, and no
+ * stride or byte size overflows int64. fn names the caller in the message. */
+cg_status cg__check_shape(const int64_t *shape, int ndim, cg_dtype dt, const char *fn);
+/* Shape and strides of t with dims d0 and d1 swapped. */
+void cg__swap_dims(const cg_tensor *t, int d0, int d1, int64_t *shape, int64_t *strides);
 /* New contiguous tensor, not registered with any scope (internal temporaries). */
 cg_status cg__tensor_new(const int64_t *shape, int ndim, cg_dtype dt, cg_device dev, cg_tensor **out);
 cg_status cg__tensor_new_like(const cg_tensor *t, cg_tensor **out);

@@ -363,8 +363,8 @@ cg_status cg_reshape(const cg_tensor *x, const int64_t *shape, int ndim, cg_tens
             infer = i;
         } else if (s[i] < 0) {
             return CG_FAIL(CG_E_SHAPE, "reshape: dimension %d is %lld", i, (long long)s[i]);
-        } else {
-            known *= s[i];
+        } else if (__builtin_mul_overflow(known, s[i], &known)) {
+            return CG_FAIL(CG_E_SHAPE, "reshape: target shape is too large (dimension %d overflows)", i);
         }
     }
     int64_t n = cg_tensor_numel(x);
@@ -372,6 +372,7 @@ cg_status cg_reshape(const cg_tensor *x, const int64_t *shape, int ndim, cg_tens
         if (known == 0 || n % known) return CG_FAIL(CG_E_SHAPE, "reshape: cannot infer -1 for %lld elements", (long long)n);
         s[infer] = n / known;
     }
+    CG_TRY(cg__check_shape(s, ndim, x->dtype, "reshape"));
     char a[96], b[96];
     if (cg__numel(s, ndim) != n)
         return CG_FAIL(CG_E_SHAPE, "reshape: %s has %lld elements, target %s has %lld",
@@ -400,12 +401,7 @@ cg_status cg_transpose(const cg_tensor *x, int dim0, int dim1, cg_tensor **out) 
     if (dim0 < 0 || dim0 >= x->ndim || dim1 < 0 || dim1 >= x->ndim)
         return CG_FAIL(CG_E_SHAPE, "transpose: dims out of range for a %d-d tensor", x->ndim);
     int64_t s[CG_MAX_DIMS], st[CG_MAX_DIMS];
-    memcpy(s, x->shape, sizeof s);
-    memcpy(st, x->strides, sizeof st);
-    s[dim0] = x->shape[dim1];
-    s[dim1] = x->shape[dim0];
-    st[dim0] = x->strides[dim1];
-    st[dim1] = x->strides[dim0];
+    cg__swap_dims(x, dim0, dim1, s, st);
     cg_op_params p = {.dim0 = dim0, .dim1 = dim1, .view_ndim = x->ndim};
     memcpy(p.view_shape, s, sizeof s);
     return view_out(CG_OP_TRANSPOSE, &p, x, s, st, x->ndim, x->offset, out);

@@ -24,6 +24,15 @@ void cg__contiguous_strides(const int64_t *shape, int ndim, int64_t *strides) {
     }
 }
 
+void cg__swap_dims(const cg_tensor *t, int d0, int d1, int64_t *shape, int64_t *strides) {
+    memcpy(shape, t->shape, sizeof t->shape);
+    memcpy(strides, t->strides, sizeof t->strides);
+    shape[d0] = t->shape[d1];
+    shape[d1] = t->shape[d0];
+    strides[d0] = t->strides[d1];
+    strides[d1] = t->strides[d0];
+}
+
 int cg__same_shape(const cg_tensor *a, const cg_tensor *b) {
     if (a->ndim != b->ndim) return 0;
     for (int i = 0; i < a->ndim; i++)
@@ -40,7 +49,7 @@ const char *cg__shape_str(const int64_t *shape, int ndim, char *buf, size_t n) {
     return buf;
 }
 
-static cg_status check_shape(const int64_t *shape, int ndim, cg_dtype dt, const char *fn) {
+cg_status cg__check_shape(const int64_t *shape, int ndim, cg_dtype dt, const char *fn) {
     if (ndim < 0 || ndim > CG_MAX_DIMS)
         return CG_FAIL(CG_E_SHAPE, "%s: ndim %d is outside [0, %d]", fn, ndim, CG_MAX_DIMS);
     if (ndim > 0 && !shape) return CG_FAIL(CG_E_INVALID, "%s: shape is NULL with ndim %d", fn, ndim);
@@ -103,7 +112,7 @@ static cg_tensor *header_new(cg_storage *st, cg_dtype dt, const int64_t *shape, 
 }
 
 cg_status cg__tensor_new(const int64_t *shape, int ndim, cg_dtype dt, cg_device dev, cg_tensor **out) {
-    CG_TRY(check_shape(shape, ndim, dt, "tensor"));
+    CG_TRY(cg__check_shape(shape, ndim, dt, "tensor"));
     int64_t strides[CG_MAX_DIMS];
     cg__contiguous_strides(shape, ndim, strides);
     cg_storage *st = NULL;
@@ -506,6 +515,9 @@ cg_status cg_tensor_set_grad(cg_tensor *t, cg_tensor *g) {
     CG_ARG_NOT_NULL(t, "cg_tensor_set_grad");
     if (g && (!cg__same_shape(t, g) || g->dtype != t->dtype || !cg__same_device(g->st->dev, t->st->dev)))
         return CG_FAIL(CG_E_SHAPE, "cg_tensor_set_grad: gradient buffer must match the tensor's shape, dtype and device");
+    if (g && !cg_tensor_is_contiguous(g))
+        return CG_FAIL(CG_E_INVALID, "cg_tensor_set_grad: gradient buffer must be contiguous (gradients are "
+                                     "accumulated and updated as dense buffers); pass cg_contiguous(g) or a fresh tensor");
     cg_tensor_retain(g);
     cg_tensor_release(t->grad);
     t->grad = g;

@@ -47,6 +47,13 @@ START_TEST(shape_mismatches) {
     CGT_FAILS(cg_reshape(c, bad, 2, &out), CG_E_SHAPE, "reshape");
     int64_t bad2[1] = {13};
     CGT_FAILS(cg_reshape(c, bad2, 1, &out), CG_E_SHAPE, "reshape", "12", "13");
+    /* a product that wraps around to the element count must not pass: 7 * this == 1 mod 2^64,
+       which an unchecked multiply accepts for a 1-element tensor */
+    int64_t wrap[2] = {7, 7905747460161236407LL}, n1 = 1;
+    cg_tensor *single = NULL;
+    CGT_OK(cg_tensor_zeros(&n1, 1, CG_F32, CG_CPU, &single));
+    CGT_FAILS(cg_reshape(single, wrap, 2, &out), CG_E_SHAPE, "reshape", "too large");
+    cg_tensor_release(single);
     CGT_FAILS(cg_transpose(c, 0, 2, &out), CG_E_SHAPE, "transpose");
     CGT_FAILS(cg_slice_rows(c, 2, 4, &out), CG_E_SHAPE, "slice_rows", "[2, 4)");
     CGT_FAILS(cg_layernorm(c, d, NULL, 1e-5, &out), CG_E_SHAPE, "layernorm", "gamma");
@@ -56,6 +63,15 @@ START_TEST(shape_mismatches) {
     CGT_OK(cg_tensor_zeros(one, 2, CG_F32, CG_CPU, &row));
     CGT_FAILS(cg_batchnorm(row, NULL, NULL, NULL, NULL, 1, 0.1, 1e-5, &out), CG_E_SHAPE, "batchnorm", "1 row");
     CGT_FAILS(cg_tensor_copy_(c, d), CG_E_SHAPE, "cg_tensor_copy_", "(3, 4)", "(5)");
+    /* a strided gradient buffer would be accumulated as if dense: refused */
+    int64_t s43[2] = {4, 3};
+    cg_tensor *g43 = NULL, *gt = NULL;
+    CGT_OK(cg_tensor_zeros(s43, 2, CG_F32, CG_CPU, &g43));
+    CGT_OK(cg_transpose(g43, 0, 1, &gt));
+    CGT_FAILS(cg_tensor_set_grad(c, gt), CG_E_INVALID, "cg_tensor_set_grad", "contiguous");
+    ck_assert_ptr_null(cg_tensor_grad(c));
+    cg_tensor_release(gt);
+    cg_tensor_release(g43);
     cg_tensor *list[6] = {a, b, c, d, e, row};
     for (int i = 0; i < 6; i++) cg_tensor_release(list[i]);
 }

@@ -135,14 +135,6 @@ static void convert_one(void *dst, cg_dtype dd, const void *src, cg_dtype sd) {
 
 /* ---- strided copy ---- */
 
-static int dense(const cg_tensor *t) {
-    int64_t expect = 1;
-    for (int d = t->ndim - 1; d >= 0; d--) {
-        if (t->shape[d] != 1 && t->strides[d] != expect) return 0;
-        expect *= t->shape[d];
-    }
-    return 1;
-}
 
 cg_status cg_copy_strided_cpu(cg_tensor *dst, const cg_tensor *src) {
     int64_t n = cg_cpu_numel(dst);
@@ -165,7 +157,7 @@ cg_status cg_copy_strided_cpu(cg_tensor *dst, const cg_tensor *src) {
     char *dp = cg__ptr(dst);
     const char *sp = cg__ptr(src);
     int same = dst->dtype == src->dtype;
-    if (same && dense(dst) && dense(src)) {
+    if (same && cg_tensor_is_contiguous(dst) && cg_tensor_is_contiguous(src)) {
         memmove(dp, sp, (size_t)n * ds);
         return CG_OK;
     }

@@ -17,14 +17,6 @@ static cg_status memcpy_cuda(int dev, void *dst, const void *src, size_t nbytes,
     return cg_cuda_memcpy(dev, dst, src, nbytes, kind);
 }
 
-static int dense(const cg_tensor *t) {
-    int64_t expect = 1;
-    for (int d = t->ndim - 1; d >= 0; d--) {
-        if (t->shape[d] != 1 && t->strides[d] != expect) return 0;
-        expect *= t->shape[d];
-    }
-    return 1;
-}
 
 cg_status cg_cuda_copy_strided_impl(cg_tensor *dst, const cg_tensor *src) {
     char a[96], b[96];
@@ -39,7 +31,7 @@ cg_status cg_cuda_copy_strided_impl(cg_tensor *dst, const cg_tensor *src) {
     if (n == 0) return CG_OK;
     cg_cuda_ctx *ctx = NULL;
     CG_TRY(get_ctx(dst, &ctx));
-    if (dst->dtype == src->dtype && dense(dst) && dense(src))
+    if (dst->dtype == src->dtype && cg_tensor_is_contiguous(dst) && cg_tensor_is_contiguous(src))
         return CG_CUDA_CALL(cudaMemcpyAsync(cg__ptr(dst), cg__ptr(src), (size_t)n * cg_dtype_size(dst->dtype),
                                        cudaMemcpyDeviceToDevice, ctx->stream));
     cg_cuda_copy_geom g;
