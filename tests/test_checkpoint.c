@@ -182,6 +182,38 @@ START_TEST(wrong_architecture_or_file_is_refused) {
 }
 END_TEST
 
+/* the architecture string of a deep model does not fit a fixed buffer: it is sized to fit */
+START_TEST(deep_model_saves_loads_and_checkpoints) {
+    cg_model *a;
+    CGT_OK(cg_model_create(CG_CPU, CG_F32, 5, &a));
+    for (int i = 0; i < 60; i++) {
+        CGT_OK(cg_model_add_linear(a, 16, 16, 1, CG_INIT_AUTO));
+        CGT_OK(cg_model_add_activation(a, CG_ACT_RELU, 0));
+    }
+    CGT_OK(cg_model_build(a));
+    char small[16];
+    CGT_FAILS(cg_model_arch(a, small, sizeof small), CG_E_INVALID, "buffer too small");
+    char path[64];
+    tmpname(path);
+    CGT_OK(cg_model_save(a, path));
+    cg_model *b;
+    CGT_OK(cg_model_load(path, CG_CPU, &b));
+    assert_same_state(a, b);
+    CGT_OK(cg_checkpoint_save(path, a, NULL, NULL, 0));
+    cg_model *c;
+    CGT_OK(cg_model_create(CG_CPU, CG_F32, 99, &c));
+    for (int i = 0; i < 60; i++) {
+        CGT_OK(cg_model_add_linear(c, 16, 16, 1, CG_INIT_AUTO));
+        CGT_OK(cg_model_add_activation(c, CG_ACT_RELU, 0));
+    }
+    CGT_OK(cg_model_build(c));
+    CGT_OK(cg_checkpoint_load(path, c, NULL));
+    assert_same_state(a, c);
+    unlink(path);
+    cg_model_free(a), cg_model_free(b), cg_model_free(c);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("checkpoint");
     TCase *tc = tcase_create("checkpoint");
@@ -190,6 +222,7 @@ int main(void) {
     tcase_add_test(tc, resume_by_steps_sgd_nesterov);
     tcase_add_test(tc, resume_fit_by_epochs);
     tcase_add_test(tc, wrong_architecture_or_file_is_refused);
+    tcase_add_test(tc, deep_model_saves_loads_and_checkpoints);
     suite_add_tcase(s, tc);
     return cgt_run_suite(s);
 }

@@ -65,6 +65,9 @@ cg_status cg__model_snapshot(cg_model *m, cg_weights_snapshot *s);
 cg_status cg__model_restore(cg_model *m, const cg_weights_snapshot *s);
 void cg__snapshot_free(cg_weights_snapshot *s);
 
+/* The architecture string (cg_model_arch) in a malloc'd buffer of the right size; free() it. */
+cg_status cg__model_arch_alloc(const cg_model *m, char **out);
+
 /* Writes every layer's host-side num_batches_tracked into its tensor (and back). */
 cg_status cg__model_sync_counters(cg_model *m);
 cg_status cg__model_read_counters(cg_model *m);

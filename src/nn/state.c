@@ -61,9 +61,10 @@ cg_status cg_model_state_dict(cg_model *m, cg_state_dict **out) {
         if (st == CG_OK) st = cg_state_dict_set(sd, m->entries[i].name, c);
         cg_tensor_release(c);
     }
-    char arch[1024];
-    if (st == CG_OK) st = cg_model_arch(m, arch, sizeof arch);
+    char *arch = NULL;
+    if (st == CG_OK) st = cg__model_arch_alloc(m, &arch);
     if (st == CG_OK) st = cg_state_dict_set_meta(sd, "cgrad.arch", arch);
+    free(arch);
     if (st == CG_OK) st = cg_state_dict_set_meta(sd, "format", "pt");
     if (st != CG_OK) {
         cg_state_dict_free(sd);
@@ -125,12 +126,12 @@ cg_status cg_model_load_state_dict(cg_model *m, const cg_state_dict *sd) {
 
 /* ---- architecture string ---- */
 
-cg_status cg_model_arch(const cg_model *m, char *buf, size_t n) {
-    CG_ARG_NOT_NULL(m, "cg_model_arch");
-    CG_ARG_NOT_NULL(buf, "cg_model_arch");
+/* Writes the architecture into buf (n bytes, may be 0 with buf NULL) like snprintf: *len gets the
+ * full length without the terminator even when it does not fit. */
+static cg_status arch_write(const cg_model *m, char *buf, size_t n, size_t *len) {
     size_t used = 0;
     int w = snprintf(buf, n, "v1");
-    if (w < 0 || (size_t)w >= n) return CG_FAIL(CG_E_INVALID, "cg_model_arch: buffer too small");
+    if (w < 0) return CG_FAIL(CG_E_INTERNAL, "cg_model_arch: formatting failed");
     used = (size_t)w;
     for (int i = 0; i < m->n_layers; i++) {
         const cg_layer *l = &m->layers[i];
@@ -152,10 +153,36 @@ cg_status cg_model_arch(const cg_model *m, char *buf, size_t n) {
         case CG_LAYER_FLATTEN: snprintf(t, sizeof t, "flatten"); break;
         default: return CG_FAIL(CG_E_INTERNAL, "cg_model_arch: unknown layer kind");
         }
-        w = snprintf(buf + used, n - used, ";%s", t);
-        if (w < 0 || used + (size_t)w >= n) return CG_FAIL(CG_E_INVALID, "cg_model_arch: buffer too small");
+        w = snprintf(used < n ? buf + used : NULL, used < n ? n - used : 0, ";%s", t);
+        if (w < 0) return CG_FAIL(CG_E_INTERNAL, "cg_model_arch: formatting failed");
         used += (size_t)w;
     }
+    *len = used;
+    return CG_OK;
+}
+
+cg_status cg_model_arch(const cg_model *m, char *buf, size_t n) {
+    CG_ARG_NOT_NULL(m, "cg_model_arch");
+    CG_ARG_NOT_NULL(buf, "cg_model_arch");
+    size_t len;
+    CG_TRY(arch_write(m, buf, n, &len));
+    if (len >= n)
+        return CG_FAIL(CG_E_INVALID, "cg_model_arch: buffer too small (%zu bytes needed)", len + 1);
+    return CG_OK;
+}
+
+cg_status cg__model_arch_alloc(const cg_model *m, char **out) {
+    size_t len;
+    *out = NULL;
+    CG_TRY(arch_write(m, NULL, 0, &len));
+    char *buf = malloc(len + 1);
+    if (!buf) return CG_FAIL(CG_E_OOM, "cg_model_arch: out of host memory");
+    cg_status st = arch_write(m, buf, len + 1, &len);
+    if (st != CG_OK) {
+        free(buf);
+        return st;
+    }
+    *out = buf;
     return CG_OK;
 }
 

@@ -63,14 +63,14 @@ cg_status cg_checkpoint_load(const char *path, cg_model *m, cg_checkpoint_info *
     cg_state_dict *sd;
     CG_TRY(cg_safetensors_load(path, CG_CPU, &sd));
     cg_status st = CG_OK;
-    char arch[2048];
+    char *arch = NULL;
     const char *saved = cg_state_dict_get_meta(sd, "cgrad.arch");
     uint64_t seed = 0, offset = 0, model_seed = 0;
     int64_t epoch = 0, step = 0;
     if (!cg_state_dict_get_meta(sd, "cgrad.checkpoint")) {
         st = CG_FAIL(CG_E_FORMAT, "cg_checkpoint_load: %s is not a cgrad checkpoint (no cgrad.checkpoint metadata); "
                                   "for plain weights use cg_model_load", path);
-    } else if ((st = cg_model_arch(m, arch, sizeof arch)) == CG_OK && (!saved || strcmp(saved, arch))) {
+    } else if ((st = cg__model_arch_alloc(m, &arch)) == CG_OK && (!saved || strcmp(saved, arch))) {
         st = CG_FAIL(CG_E_FORMAT, "cg_checkpoint_load: %s was saved from a different architecture:\n  file:  %s\n  "
                                   "model: %s", path, saved ? saved : "(none)", arch);
     } else if (parse_u64(cg_state_dict_get_meta(sd, "rng.seed"), &seed) ||
@@ -97,6 +97,7 @@ cg_status cg_checkpoint_load(const char *path, cg_model *m, cg_checkpoint_info *
             info->step = step;
         }
     }
+    free(arch);
     cg_state_dict_free(sd);
     return st;
 }
