@@ -382,6 +382,53 @@ START_TEST(save_load_roundtrip_and_arch) {
 }
 END_TEST
 
+/* an F64 model whose first layer has no weight reloads as F64 (the dtype is in the metadata; files
+ * without it use the first floating-point tensor) */
+START_TEST(save_load_keeps_f64_when_first_layer_has_no_weight) {
+    cg_model *m;
+    CGT_OK(cg_model_create(CG_CPU, CG_F64, 4, &m));
+    CGT_OK(cg_model_add_flatten(m));
+    CGT_OK(cg_model_add_linear(m, 4, 2, 1, CG_INIT_AUTO));
+    CGT_OK(cg_model_build(m));
+    char path[] = "/tmp/cg_test_nn_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    cg_state_dict *sd, *legacy;
+    CGT_OK(cg_model_state_dict(m, &sd));
+    ck_assert_str_eq(cg_state_dict_get_meta(sd, "model.dtype"), "f64");
+    CGT_OK(cg_state_dict_create(&legacy)); /* as written before the dtype was recorded */
+    for (size_t i = 0; i < cg_state_dict_count(sd); i++)
+        CGT_OK(cg_state_dict_set(legacy, cg_state_dict_name_at(sd, i), cg_state_dict_tensor_at(sd, i)));
+    CGT_OK(cg_state_dict_set_meta(legacy, "cgrad.arch", cg_state_dict_get_meta(sd, "cgrad.arch")));
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 0) CGT_OK(cg_model_save(m, path));
+        else CGT_OK(cg_safetensors_save(path, legacy));
+        cg_model *b;
+        CGT_OK(cg_model_load(path, CG_CPU, &b));
+        ck_assert_int_eq(cg_model_dtype(b), CG_F64);
+        cg_state_dict *sb;
+        CGT_OK(cg_model_state_dict(b, &sb));
+        ck_assert_int_eq(cg_state_dict_count(sb), 2);
+        for (size_t i = 0; i < cg_state_dict_count(sb); i++) {
+            const cg_tensor *ta = cg_state_dict_get(sd, cg_state_dict_name_at(sb, i));
+            const cg_tensor *tb = cg_state_dict_tensor_at(sb, i);
+            ck_assert_ptr_nonnull(ta);
+            ck_assert_int_eq(cg_tensor_dtype(tb), CG_F64);
+            ck_assert_int_eq(cg_tensor_numel(tb), cg_tensor_numel(ta));
+            double *u = cgt_read(ta), *v = cgt_read(tb);
+            ck_assert(memcmp(u, v, (size_t)cg_tensor_numel(ta) * sizeof *u) == 0);
+            free(u), free(v);
+        }
+        cg_state_dict_free(sb);
+        cg_model_free(b);
+    }
+    cg_state_dict_free(sd), cg_state_dict_free(legacy);
+    unlink(path);
+    cg_model_free(m);
+}
+END_TEST
+
 START_TEST(grad_norms_after_backward) {
     cg_model *m = mlp_342(CG_F64, 8);
     cgt_rand r = cgt_rand_make("gn");
@@ -429,6 +476,7 @@ int main(void) {
     tcase_add_test(tc, predict_is_thread_safe_and_read_only);
     tcase_add_test(tc, losses_and_accuracy);
     tcase_add_test(tc, save_load_roundtrip_and_arch);
+    tcase_add_test(tc, save_load_keeps_f64_when_first_layer_has_no_weight);
     tcase_add_test(tc, grad_norms_after_backward);
     suite_add_tcase(s, tc);
     return cgt_run_suite(s);

@@ -65,6 +65,7 @@ cg_status cg_model_state_dict(cg_model *m, cg_state_dict **out) {
     if (st == CG_OK) st = cg__model_arch_alloc(m, &arch);
     if (st == CG_OK) st = cg_state_dict_set_meta(sd, "cgrad.arch", arch);
     free(arch);
+    if (st == CG_OK) st = cg_state_dict_set_meta(sd, "model.dtype", cg_dtype_name(m->dtype));
     if (st == CG_OK) st = cg_state_dict_set_meta(sd, "format", "pt");
     if (st != CG_OK) {
         cg_state_dict_free(sd);
@@ -262,8 +263,16 @@ cg_status cg_model_load(const char *path, cg_device dev, cg_model **out) {
                                   "or cg_checkpoint_save?); build the model in code and use "
                                   "cg_model_load_state_dict", path);
     } else {
-        cg_tensor *w0 = cg_state_dict_get(sd, "0.weight");
-        cg_dtype dt = w0 && cg__is_float(w0->dtype) ? w0->dtype : CG_F32;
+        /* the saved model dtype; files without it: the first floating-point model tensor's */
+        cg_dtype dt = CG_DTYPE_COUNT;
+        const char *dn = cg_state_dict_get_meta(sd, "model.dtype");
+        for (int i = 0; dn && i < CG_DTYPE_COUNT; i++)
+            if (cg__is_float((cg_dtype)i) && !strcmp(dn, cg_dtype_name((cg_dtype)i))) dt = (cg_dtype)i;
+        for (size_t i = 0; dt == CG_DTYPE_COUNT && i < cg_state_dict_count(sd); i++) {
+            const cg_tensor *t = cg_state_dict_tensor_at(sd, i);
+            if (!known_prefix(cg_state_dict_name_at(sd, i)) && cg__is_float(t->dtype)) dt = t->dtype;
+        }
+        if (dt == CG_DTYPE_COUNT) dt = CG_F32;
         st = cg_model_from_arch(arch, CG_CPU, dt, 0, &m);
         if (st == CG_OK) st = cg_model_build(m);
         if (st == CG_OK) st = cg_model_load_state_dict(m, sd);
