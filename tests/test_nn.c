@@ -429,6 +429,27 @@ START_TEST(save_load_keeps_f64_when_first_layer_has_no_weight) {
 }
 END_TEST
 
+/* parameter counts that overflow int64 are refused at build, not turned into a tiny buffer */
+START_TEST(huge_layers_overflow_is_refused) {
+    cg_model *m;
+    CGT_OK(cg_model_create(CG_CPU, CG_F32, 1, &m));
+    CGT_OK(cg_model_add_linear(m, (int64_t)1 << 32, (int64_t)1 << 32, 1, CG_INIT_AUTO));
+    CGT_FAILS(cg_model_build(m), CG_E_SHAPE, "overflow");
+    ck_assert_ptr_null(cg_model_flat_params(m));
+    cg_model_free(m);
+    /* each layer fits, their sum does not */
+    CGT_OK(cg_model_create(CG_CPU, CG_F32, 1, &m));
+    CGT_OK(cg_model_add_linear(m, (int64_t)1 << 29, (int64_t)1 << 30, 0, CG_INIT_AUTO));
+    CGT_OK(cg_model_add_linear(m, (int64_t)1 << 30, (int64_t)1 << 29, 0, CG_INIT_AUTO));
+    CGT_FAILS(cg_model_build(m), CG_E_SHAPE, "layer 1", "overflow");
+    cg_model_free(m);
+    CGT_OK(cg_model_create(CG_CPU, CG_F32, 1, &m));
+    CGT_OK(cg_model_add_layernorm(m, INT64_MAX - 2, 0));
+    CGT_FAILS(cg_model_build(m), CG_E_SHAPE, "overflow");
+    cg_model_free(m);
+}
+END_TEST
+
 START_TEST(grad_norms_after_backward) {
     cg_model *m = mlp_342(CG_F64, 8);
     cgt_rand r = cgt_rand_make("gn");
@@ -477,6 +498,7 @@ int main(void) {
     tcase_add_test(tc, losses_and_accuracy);
     tcase_add_test(tc, save_load_roundtrip_and_arch);
     tcase_add_test(tc, save_load_keeps_f64_when_first_layer_has_no_weight);
+    tcase_add_test(tc, huge_layers_overflow_is_refused);
     tcase_add_test(tc, grad_norms_after_backward);
     suite_add_tcase(s, tc);
     return cgt_run_suite(s);

@@ -2,6 +2,7 @@
  * gradient buffer, each parameter a view), initialisation, forward and thread-safe predict,
  * modes and device moves. State dicts and the architecture string are in state.c. */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -178,6 +179,16 @@ static cg_status add_entry(cg_model *m, int layer, const char *what, cg_tensor *
 
 static int64_t align_up(int64_t n) { return (n + CG_PARAM_ALIGN - 1) / CG_PARAM_ALIGN * CG_PARAM_ALIGN; }
 
+/* *total += align_up(n); nonzero when that (or the total's size in bytes) would not fit an int64 */
+static int add_aligned(int64_t *total, int64_t n) {
+    int64_t a, t;
+    if (__builtin_add_overflow(n, (int64_t)CG_PARAM_ALIGN - 1, &a) || __builtin_add_overflow(*total, align_up(n), &t) ||
+        t > INT64_MAX / 8)
+        return 1;
+    *total = t;
+    return 0;
+}
+
 /* Views of the flat buffers for every parameter entry; requires_grad and grad attached. */
 static cg_status attach_views(cg_model *m) {
     for (int k = 0; k < m->n_entries; k++) {
@@ -231,7 +242,11 @@ cg_status cg_model_build(cg_model *m) {
             if (width && width != l->in)
                 return CG_FAIL(CG_E_SHAPE, "layer %d (linear): in_features %lld does not match the %lld outputs of "
                                            "the layers before it", i, (long long)l->in, (long long)width);
-            total += align_up(l->in * l->out) + (l->bias ? align_up(l->out) : 0);
+            int64_t wn;
+            if (__builtin_mul_overflow(l->in, l->out, &wn) || add_aligned(&total, wn) ||
+                (l->bias && add_aligned(&total, l->out)))
+                return CG_FAIL(CG_E_SHAPE, "layer %d (linear): %lld x %lld weights overflow the model's parameter "
+                                           "count (int64)", i, (long long)l->in, (long long)l->out);
             n_entries += 1 + l->bias;
             width = l->out;
             break;
@@ -244,7 +259,9 @@ cg_status cg_model_build(cg_model *m) {
             if (width && width != l->in)
                 return CG_FAIL(CG_E_SHAPE, "layer %d: %lld features do not match the %lld outputs before it", i,
                                (long long)l->in, (long long)width);
-            total += 2 * align_up(l->in);
+            if (add_aligned(&total, l->in) || add_aligned(&total, l->in))
+                return CG_FAIL(CG_E_SHAPE, "layer %d: %lld features overflow the model's parameter count (int64)", i,
+                               (long long)l->in);
             n_entries += l->kind == CG_LAYER_BATCHNORM1D ? 5 : 2;
             width = l->out;
             break;
