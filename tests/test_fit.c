@@ -199,6 +199,39 @@ START_TEST(early_stopping_restores_best_weights) {
 }
 END_TEST
 
+/* monitoring (val_)accuracy without the accuracy metric is refused before any training */
+START_TEST(early_stopping_on_accuracy_needs_the_metric) {
+    cg_tensor *x, *y;
+    blobs(120, &x, &y, "es-acc");
+    cg_model *m;
+    CGT_OK(cg_model_create(CG_CPU, CG_F32, 1, &m));
+    CGT_OK(cg_model_add_dense(m, 6, 3, CG_ACT_NONE));
+    cg_optim_config o = cg_optim_sgd(0.05, 0.9, 1, 1e-4);
+    cg_loss_config l = cg_loss_config_default(CG_LOSS_CROSS_ENTROPY);
+    CGT_OK(cg_model_compile(m, &o, &l, 0));
+    double *before = cgt_read(cg_model_flat_params(m));
+    cg_fit_config fc = quiet_config(8, 16);
+    fc.validation_split = 0.25;
+    fc.early_stopping = (cg_early_stopping){.enabled = 1, .monitor = CG_MONITOR_VAL_ACCURACY, .patience = 2,
+                                            .restore_best_weights = 1};
+    cg_history *h = (cg_history *)1;
+    CGT_FAILS(cg_model_fit(m, x, y, &fc, &h), CG_E_INVALID, "val_accuracy", "CG_METRIC_ACCURACY");
+    ck_assert_ptr_null(h);
+    fc.early_stopping.monitor = CG_MONITOR_ACCURACY;
+    CGT_FAILS(cg_model_fit(m, x, y, &fc, NULL), CG_E_INVALID, "accuracy", "CG_METRIC_ACCURACY");
+    ck_assert_int_eq(cg_optimizer_steps(cg_model_optimizer(m)), 0);
+    double *after = cgt_read(cg_model_flat_params(m));
+    ck_assert(memcmp(before, after, (size_t)cg_tensor_numel(cg_model_flat_params(m)) * sizeof *before) == 0);
+    free(before), free(after);
+    /* a loss monitor is fine without the metric */
+    fc.early_stopping.monitor = CG_MONITOR_VAL_LOSS;
+    fc.epochs = 2;
+    CGT_OK(cg_model_fit(m, x, y, &fc, NULL));
+    cg_model_free(m);
+    cg_tensor_release(x), cg_tensor_release(y);
+}
+END_TEST
+
 START_TEST(deterministic_runs_are_bit_identical) {
     cg_tensor *x, *y;
     blobs(200, &x, &y, "det");
@@ -406,6 +439,7 @@ int main(void) {
     tcase_add_test(tc, two_spirals_classified);
     tcase_add_test(tc, sine_regression_with_mse);
     tcase_add_test(tc, early_stopping_restores_best_weights);
+    tcase_add_test(tc, early_stopping_on_accuracy_needs_the_metric);
     tcase_add_test(tc, deterministic_runs_are_bit_identical);
     tcase_add_test(tc, nan_loss_stops_with_numeric_error);
     tcase_add_test(tc, history_export_progress_and_validation_set);

@@ -227,6 +227,13 @@ cg_status cg_model_fit(cg_model *m, const cg_tensor *x, const cg_tensor *y, cons
         return CG_FAIL(CG_E_INVALID, "cg_model_fit: validation_split must be in [0, 1), got %g", cfg.validation_split);
     if ((cfg.x_val == NULL) != (cfg.y_val == NULL))
         return CG_FAIL(CG_E_INVALID, "cg_model_fit: give both x_val and y_val, or neither");
+    /* without the metric the monitor is NaN every epoch: training would stop after `patience` epochs
+     * with nothing restored (unless on_epoch_end supplies the value) */
+    if (cfg.early_stopping.enabled && !(m->metrics & CG_METRIC_ACCURACY) && !cfg.on_epoch_end &&
+        (cfg.early_stopping.monitor == CG_MONITOR_ACCURACY || cfg.early_stopping.monitor == CG_MONITOR_VAL_ACCURACY))
+        return CG_FAIL(CG_E_INVALID, "cg_model_fit: early stopping monitors %s but the accuracy metric is not "
+                                     "computed; compile with CG_METRIC_ACCURACY (or monitor a loss)",
+                       cfg.early_stopping.monitor == CG_MONITOR_ACCURACY ? "accuracy" : "val_accuracy");
     int64_t n = rows(x);
     if (rows(y) != n)
         return CG_FAIL(CG_E_SHAPE, "cg_model_fit: x has %lld rows but y %lld", (long long)n, (long long)rows(y));
