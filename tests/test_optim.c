@@ -339,6 +339,44 @@ START_TEST(state_dict_roundtrip) {
 }
 END_TEST
 
+/* a bad dict (negative step, a state tensor of the right size but another shape) is refused and
+ * leaves the optimizer as it was: it keeps stepping exactly like an untouched twin */
+START_TEST(bad_state_dict_leaves_optimizer_unchanged) {
+    double p0[4] = {1, 2, 3, 4}, g0[4] = {0.1, -0.2, 0.3, -0.4}, g1[4] = {-0.5, 0.25, 0.125, 1};
+    cg_optim_config c = cg_optim_adam(0.01);
+    fixture a = make(p0, g0, 4, CG_F64, &c), b = make(p0, g0, 4, CG_F64, &c), o = make(p0, g1, 4, CG_F64, &c);
+    for (int i = 0; i < 2; i++) {
+        CGT_OK(cg_optimizer_step(a.o));
+        CGT_OK(cg_optimizer_step(b.o));
+    }
+    for (int i = 0; i < 5; i++) CGT_OK(cg_optimizer_step(o.o)); /* different state to (not) load */
+    cg_state_dict *sd;
+    CGT_OK(cg_state_dict_create(&sd));
+    CGT_OK(cg_optimizer_state_dict(o.o, sd));
+    CGT_OK(cg_state_dict_set_meta(sd, "optimizer.step", "-3"));
+    CGT_FAILS(cg_optimizer_load_state_dict(b.o, sd), CG_E_FORMAT, "negative");
+    CGT_OK(cg_state_dict_set_meta(sd, "optimizer.step", "5"));
+    /* exp_avg fine, exp_avg_sq 2x2 instead of 4: nothing may be replaced */
+    double z[4] = {0, 0, 0, 0};
+    int64_t s22[2] = {2, 2};
+    cg_tensor *bad = cgt_tensor(z, s22, 2, CG_F64, CG_CPU);
+    CGT_OK(cg_state_dict_set(sd, "optimizer.0.exp_avg_sq", bad));
+    CGT_FAILS(cg_optimizer_load_state_dict(b.o, sd), CG_E_SHAPE, "exp_avg_sq", "(2, 2)");
+    ck_assert_int_eq(cg_optimizer_steps(b.o), 2);
+    for (int i = 0; i < 3; i++) {
+        CGT_OK(cg_optimizer_step(a.o));
+        CGT_OK(cg_optimizer_step(b.o));
+    }
+    double *x = cgt_read(a.p), *y = cgt_read(b.p);
+    ck_assert(memcmp(x, y, 4 * sizeof *x) == 0);
+    ck_assert(x[0] != p0[0]);
+    free(x), free(y);
+    cg_tensor_release(bad);
+    cg_state_dict_free(sd);
+    done(&a), done(&b), done(&o);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("optim");
     TCase *tc = tcase_create("optim");
@@ -352,6 +390,7 @@ int main(void) {
     tcase_add_test(tc, clip_grad_norm_global);
     tcase_add_test(tc, model_optimizer_updates_every_parameter_in_one_flat_call);
     tcase_add_test(tc, state_dict_roundtrip);
+    tcase_add_test(tc, bad_state_dict_leaves_optimizer_unchanged);
     suite_add_tcase(s, tc);
     return cgt_run_suite(s);
 }

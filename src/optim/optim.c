@@ -376,6 +376,9 @@ cg_status cg_optimizer_load_state_dict(cg_optimizer *o, const cg_state_dict *sd)
         cg__parse_i64(cg_state_dict_get_meta(sd, "optimizer.schedule_pos"), &pos))
         return CG_FAIL(CG_E_FORMAT, "optimizer state: %s lacks a valid optimizer.step / optimizer.schedule_pos",
                        cg_state_dict_source(sd));
+    if (steps < 0 || pos < 0)
+        return CG_FAIL(CG_E_FORMAT, "optimizer state: %s has a negative optimizer.step (%lld) or schedule_pos (%lld)",
+                       cg_state_dict_source(sd), (long long)steps, (long long)pos);
     /* validate all tensors first */
     cg_tensor *found[2][64] = {{0}};
     if (o->n_groups > 64) return CG_FAIL(CG_E_UNSUPPORTED, "optimizer state: more than 64 tensors");
@@ -386,26 +389,41 @@ cg_status cg_optimizer_load_state_dict(cg_optimizer *o, const cg_state_dict *sd)
             char name[64];
             state_name(o, i, what[k], name, sizeof name);
             cg_tensor *t = cg_state_dict_get(sd, name);
-            if (t && cg_tensor_numel(t) != cg_tensor_numel(p))
-                return CG_FAIL(CG_E_SHAPE, "optimizer state: '%s' has %lld elements, the parameters %lld", name,
-                               (long long)cg_tensor_numel(t), (long long)cg_tensor_numel(p));
+            if (t && !cg__same_shape(t, p)) {
+                char a[96], b[96];
+                return CG_FAIL(CG_E_SHAPE, "optimizer state: '%s' has shape %s, the parameters %s", name,
+                               cg__shape_str(t->shape, t->ndim, a, 96), cg__shape_str(p->shape, p->ndim, b, 96));
+            }
+            if (t && !(cg__is_float(t->dtype) || t->dtype == CG_F16 || t->dtype == CG_BF16))
+                return CG_FAIL(CG_E_DTYPE, "optimizer state: '%s' is %s, not floating point", name,
+                               cg_dtype_name(t->dtype));
             int needed = (k == 0 && (o->cfg.type != CG_SGD || o->cfg.momentum != 0)) || (k == 1 && o->cfg.type != CG_SGD);
             if (!t && needed && steps > 0)
                 return CG_FAIL(CG_E_FORMAT, "optimizer state: %s lacks '%s'", cg_state_dict_source(sd), name);
             found[k][i] = t;
         }
     }
+    /* build the new state aside; the old one is replaced only when all of it is ready */
+    cg_tensor *fresh[2][64] = {{0}};
+    cg_status st = CG_OK;
+    for (int i = 0; i < o->n_groups && st == CG_OK; i++)
+        for (int k = 0; k < 2 && st == CG_OK; k++) {
+            if (!found[k][i]) continue;
+            st = ensure_state(&fresh[k][i], group_param(o, i));
+            if (st == CG_OK) st = cg_tensor_copy_(fresh[k][i], found[k][i]);
+        }
     for (int i = 0; i < o->n_groups; i++) {
-        cg_tensor *p = group_param(o, i);
         cg_tensor **dst[2] = {&o->m[i], &o->v[i]};
         for (int k = 0; k < 2; k++) {
+            if (st != CG_OK) {
+                cg_tensor_release(fresh[k][i]);
+                continue;
+            }
             cg_tensor_release(*dst[k]);
-            *dst[k] = NULL;
-            if (!found[k][i]) continue;
-            CG_TRY(ensure_state(dst[k], p));
-            CG_TRY(cg_tensor_copy_(*dst[k], found[k][i]));
+            *dst[k] = fresh[k][i];
         }
     }
+    CG_TRY(st);
     o->steps = steps;
     o->sched_pos = pos;
     if (!cg__parse_i64(cg_state_dict_get_meta(sd, "optimizer.schedule.total"), &total) && total > 0)
