@@ -9,18 +9,13 @@
 #include "cgrad/io.h"
 #include "cgt.h"
 
-static const char *data_dir(void) {
-    const char *d = getenv("CG_TEST_DATA");
-    return d && *d ? d : "data";
-}
-
 static cg_status load_str(const char *s, const cg_csv_opts *o, cg_tensor **x, cg_tensor **y) {
     return cg_csv_load_mem(s, strlen(s), "inline.csv", o, CG_CPU, x, y);
 }
 
 START_TEST(test_good_header_file) {
     char path[512];
-    snprintf(path, sizeof path, "%s/csv/good_header.csv", data_dir());
+    snprintf(path, sizeof path, "%s/csv/good_header.csv", cgt_data_dir());
     cg_tensor *x, *y;
     CGT_OK(cg_csv_load(path, NULL, CG_CPU, &x, &y)); /* defaults: auto header, last column, f32 / i64 */
     ck_assert_int_eq(cg_tensor_shape(x)[0], 3);
@@ -56,7 +51,7 @@ END_TEST
 
 START_TEST(test_no_header_and_options) {
     char path[512];
-    snprintf(path, sizeof path, "%s/csv/good_noheader.csv", data_dir());
+    snprintf(path, sizeof path, "%s/csv/good_noheader.csv", cgt_data_dir());
     cg_tensor *x, *y;
     cg_csv_opts o = cg_csv_opts_default();
     o.label_index = 0;
@@ -148,13 +143,7 @@ START_TEST(test_random_table) {
 }
 END_TEST
 
-typedef struct bad_case {
-    const char *file;
-    cg_status status;
-    const char *kw[3];
-} bad_case;
-
-static const bad_case bad_cases[] = {
+static const cgt_bad_file bad_cases[] = {
     {"bad_cell.csv", CG_E_FORMAT, {"line 3, column 2 ('b')", "'x7' is not a number"}},
     {"nan_cell.csv", CG_E_NUMERIC, {"line 3, column 2 ('b')", "'nan' is not finite"}},
     {"ragged.csv", CG_E_FORMAT, {"line 4", "2 cells, expected 3"}},
@@ -167,14 +156,14 @@ static const bad_case bad_cases[] = {
 };
 
 START_TEST(test_bad_files) {
-    const bad_case *c = &bad_cases[_i];
+    const cgt_bad_file *c = &bad_cases[_i];
     char path[512];
-    snprintf(path, sizeof path, "%s/csv/%s", data_dir(), c->file);
+    snprintf(path, sizeof path, "%s/csv/%s", cgt_data_dir(), c->file);
     cg_tensor *sentinel = (cg_tensor *)(uintptr_t)0xc5f, *x = sentinel, *y = sentinel;
     CGT_FAILS(cg_csv_load(path, NULL, CG_CPU, &x, &y), c->status, path, c->kw[0], c->kw[1], c->kw[2]);
     ck_assert_ptr_eq(x, sentinel);
     ck_assert_ptr_eq(y, sentinel);
-    snprintf(path, sizeof path, "%s/csv/missing.csv", data_dir());
+    snprintf(path, sizeof path, "%s/csv/missing.csv", cgt_data_dir());
     CGT_FAILS(cg_csv_load(path, NULL, CG_CPU, &x, &y), CG_E_IO, path, "cannot open");
 }
 END_TEST
@@ -183,7 +172,7 @@ START_TEST(test_every_truncation) {
     /* no prefix of a good file may crash; a cut inside a row is either a complete shorter
      * table or an error */
     char path[512];
-    snprintf(path, sizeof path, "%s/csv/good_header.csv", data_dir());
+    snprintf(path, sizeof path, "%s/csv/good_header.csv", cgt_data_dir());
     FILE *f = fopen(path, "rb");
     char buf[4096];
     size_t n = fread(buf, 1, sizeof buf, f);

@@ -11,24 +11,6 @@
 #include "cgt.h"
 #include "internal.h"
 
-static const char *data_dir(void) {
-    const char *d = getenv("CG_TEST_DATA");
-    return d && *d ? d : "data";
-}
-
-static uint8_t *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)len + 1);
-    ck_assert((long)fread(b, 1, (size_t)len, f) == len);
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
 static size_t put_be32(uint8_t *p, uint32_t v) {
     p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
     return 4;
@@ -122,7 +104,7 @@ END_TEST
 
 START_TEST(test_good_files_and_modes) {
     char path[512];
-    snprintf(path, sizeof path, "%s/idx/good_labels.idx1.gz", data_dir());
+    snprintf(path, sizeof path, "%s/idx/good_labels.idx1.gz", cgt_data_dir());
     const uint8_t want[8] = {3, 1, 4, 1, 5, 9, 2, 6};
     cg_tensor *t;
     CGT_OK(cg_idx_load(path, CG_IDX_I64, CG_CPU, &t));
@@ -130,43 +112,37 @@ START_TEST(test_good_files_and_modes) {
     const int64_t *l = cg_tensor_data(t);
     for (int i = 0; i < 8; i++) ck_assert_int_eq(l[i], want[i]);
     cg_tensor_release(t);
-    snprintf(path, sizeof path, "%s/idx/good_labels.idx1", data_dir());
+    snprintf(path, sizeof path, "%s/idx/good_labels.idx1", cgt_data_dir());
     CGT_OK(cg_idx_load(path, CG_IDX_NATIVE, CG_CPU, &t));
     ck_assert_int_eq(cg_tensor_dtype(t), CG_U8);
     ck_assert(memcmp(cg_tensor_data(t), want, 8) == 0);
     cg_tensor_release(t);
-    snprintf(path, sizeof path, "%s/idx/good_images.idx3", data_dir());
+    snprintf(path, sizeof path, "%s/idx/good_images.idx3", cgt_data_dir());
     CGT_OK(cg_idx_load(path, CG_IDX_F32_UNIT, CG_CPU, &t));
     ck_assert_int_eq(cg_tensor_ndim(t), 3);
     ck_assert_int_eq(cg_tensor_shape(t)[1], 3);
     const float *f = cg_tensor_data(t);
     for (int i = 0; i < 12; i++) ck_assert_float_eq(f[i], (float)(i * 20 / 255.0));
     cg_tensor_release(t);
-    snprintf(path, sizeof path, "%s/idx/good_i16.idx1", data_dir());
+    snprintf(path, sizeof path, "%s/idx/good_i16.idx1", cgt_data_dir());
     CGT_OK(cg_idx_load(path, CG_IDX_NATIVE, CG_CPU, &t));
     const int32_t *s = cg_tensor_data(t);
     ck_assert_int_eq(s[0], -300);
     ck_assert_int_eq(s[2], 32767);
     cg_tensor_release(t);
-    snprintf(path, sizeof path, "%s/idx/good_f32.idx2", data_dir());
+    snprintf(path, sizeof path, "%s/idx/good_f32.idx2", cgt_data_dir());
     CGT_OK(cg_idx_load(path, CG_IDX_NATIVE, CG_CPU, &t));
     ck_assert_float_eq(((float *)cg_tensor_data(t))[3], 1e30f);
     cg_tensor_release(t);
     /* modes that do not fit the data */
     CGT_FAILS(cg_idx_load(path, CG_IDX_F32_UNIT, CG_CPU, &t), CG_E_DTYPE, path, "needs u8", "f32");
     CGT_FAILS(cg_idx_load(path, CG_IDX_I64, CG_CPU, &t), CG_E_DTYPE, path, "integer");
-    snprintf(path, sizeof path, "%s/idx/missing.idx", data_dir());
+    snprintf(path, sizeof path, "%s/idx/missing.idx", cgt_data_dir());
     CGT_FAILS(cg_idx_load(path, CG_IDX_NATIVE, CG_CPU, &t), CG_E_IO, path, "cannot open");
 }
 END_TEST
 
-typedef struct bad_case {
-    const char *file;
-    cg_status status;
-    const char *kw[3];
-} bad_case;
-
-static const bad_case bad_cases[] = {
+static const cgt_bad_file bad_cases[] = {
     {"wrong_magic.idx", CG_E_FORMAT, {"wrong magic 01 00 08 01"}},
     {"unknown_type.idx", CG_E_FORMAT, {"unknown element type 0x07"}},
     {"zero_dims.idx", CG_E_FORMAT, {"dimension count 0"}},
@@ -182,14 +158,14 @@ static const bad_case bad_cases[] = {
 };
 
 START_TEST(test_bad_files) {
-    const bad_case *c = &bad_cases[_i];
+    const cgt_bad_file *c = &bad_cases[_i];
     char path[512];
-    snprintf(path, sizeof path, "%s/idx/%s", data_dir(), c->file);
+    snprintf(path, sizeof path, "%s/idx/%s", cgt_data_dir(), c->file);
     cg_tensor *sentinel = (cg_tensor *)(uintptr_t)0x1dc, *t = sentinel;
     CGT_FAILS(cg_idx_load(path, CG_IDX_NATIVE, CG_CPU, &t), c->status, path, c->kw[0], c->kw[1], c->kw[2]);
     ck_assert_ptr_eq(t, sentinel);
     size_t n;
-    uint8_t *b = slurp(path, &n);
+    uint8_t *b = cgt_slurp(path, &n);
     CGT_FAILS(cg_idx_load_mem(b, n, c->file, CG_IDX_NATIVE, CG_CPU, &t), c->status, c->file, c->kw[0], c->kw[1],
               c->kw[2]);
     ck_assert_ptr_eq(t, sentinel);
@@ -199,9 +175,9 @@ END_TEST
 
 START_TEST(test_every_truncation) {
     char path[512];
-    snprintf(path, sizeof path, "%s/idx/good_images.idx3", data_dir());
+    snprintf(path, sizeof path, "%s/idx/good_images.idx3", cgt_data_dir());
     size_t n;
-    uint8_t *b = slurp(path, &n);
+    uint8_t *b = cgt_slurp(path, &n);
     size_t gn;
     uint8_t *g = gz(b, n, &gn);
     for (size_t k = 0; k < n; k++) {

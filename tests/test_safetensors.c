@@ -18,11 +18,6 @@
 #include "cgt.h"
 #include "internal.h"
 
-static const char *data_dir(void) {
-    const char *d = getenv("CG_TEST_DATA");
-    return d && *d ? d : "data";
-}
-
 static char g_tmp[256];
 
 static const char *tmpdir(void) {
@@ -53,19 +48,6 @@ static int count_entries(const char *dir) {
         if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
     closedir(d);
     return n;
-}
-
-static uint8_t *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)len + 1);
-    ck_assert((long)fread(b, 1, (size_t)len, f) == len);
-    fclose(f);
-    *n = (size_t)len;
-    return b;
 }
 
 static void spit(const char *path, const void *b, size_t n) {
@@ -138,7 +120,7 @@ START_TEST(test_round_trip_every_dtype) {
 
     /* the memory reader agrees */
     size_t n;
-    uint8_t *bytes = slurp(path, &n);
+    uint8_t *bytes = cgt_slurp(path, &n);
     cg_state_dict *mem = NULL;
     CGT_OK(cg_safetensors_load_mem(bytes, n, "mem", CG_CPU, &mem));
     for (size_t i = 0; i < cg_state_dict_count(sd); i++)
@@ -149,7 +131,7 @@ START_TEST(test_round_trip_every_dtype) {
     snprintf(path2, sizeof path2, "%s/again.safetensors", dir);
     CGT_OK(cg_safetensors_save(path2, back));
     size_t n2;
-    uint8_t *bytes2 = slurp(path2, &n2);
+    uint8_t *bytes2 = cgt_slurp(path2, &n2);
     ck_assert_uint_eq(n, n2);
     ck_assert(memcmp(bytes, bytes2, n) == 0);
     free(bytes);
@@ -181,7 +163,7 @@ START_TEST(test_saved_layout) {
         }
         CGT_OK(cg_safetensors_save(path, sd));
         size_t n;
-        uint8_t *b = slurp(path, &n);
+        uint8_t *b = cgt_slurp(path, &n);
         uint64_t hn = 0;
         for (int i = 7; i >= 0; i--) hn = (hn << 8) | b[i];
         ck_assert_uint_eq((8 + hn) % 8, 0);
@@ -309,13 +291,7 @@ END_TEST
 
 /* ---------------- bad files ---------------- */
 
-typedef struct bad_case {
-    const char *file;
-    cg_status status;
-    const char *kw[3];
-} bad_case;
-
-static const bad_case bad_cases[] = {
+static const cgt_bad_file bad_cases[] = {
     {"truncated_len.safetensors", CG_E_FORMAT, {"truncated", "5 bytes"}},
     {"header_past_eof.safetensors", CG_E_FORMAT, {"header length 1000", "past the end"}},
     {"header_huge.safetensors", CG_E_FORMAT, {"header length", "past the end"}},
@@ -339,14 +315,14 @@ static const bad_case bad_cases[] = {
 };
 
 START_TEST(test_bad_files) {
-    const bad_case *c = &bad_cases[_i];
+    const cgt_bad_file *c = &bad_cases[_i];
     char path[512];
-    snprintf(path, sizeof path, "%s/safetensors/%s", data_dir(), c->file);
+    snprintf(path, sizeof path, "%s/safetensors/%s", cgt_data_dir(), c->file);
     cg_state_dict *sentinel = (cg_state_dict *)(uintptr_t)0x5afe, *sd = sentinel;
     CGT_FAILS(cg_safetensors_load(path, CG_CPU, &sd), c->status, path, c->kw[0], c->kw[1], c->kw[2]);
     ck_assert_ptr_eq(sd, sentinel); /* nothing handed back */
     size_t n;
-    uint8_t *b = slurp(path, &n);
+    uint8_t *b = cgt_slurp(path, &n);
     CGT_FAILS(cg_safetensors_load_mem(b, n, c->file, CG_CPU, &sd), c->status, c->file, c->kw[0], c->kw[1], c->kw[2]);
     ck_assert_ptr_eq(sd, sentinel);
     free(b);
@@ -355,7 +331,7 @@ END_TEST
 
 START_TEST(test_good_corpus_files) {
     char path[512];
-    snprintf(path, sizeof path, "%s/safetensors/good_small.safetensors", data_dir());
+    snprintf(path, sizeof path, "%s/safetensors/good_small.safetensors", cgt_data_dir());
     cg_state_dict *sd;
     CGT_OK(cg_safetensors_load(path, CG_CPU, &sd));
     ck_assert_uint_eq(cg_state_dict_count(sd), 2);
@@ -364,18 +340,18 @@ START_TEST(test_good_corpus_files) {
     ck_assert_float_eq(bias[0], -0.5f);
     ck_assert_float_eq(bias[1], 0.25f);
     cg_state_dict_free(sd);
-    snprintf(path, sizeof path, "%s/safetensors/good_empty.safetensors", data_dir());
+    snprintf(path, sizeof path, "%s/safetensors/good_empty.safetensors", cgt_data_dir());
     CGT_OK(cg_safetensors_load(path, CG_CPU, &sd));
     ck_assert_uint_eq(cg_state_dict_count(sd), 0);
     cg_state_dict_free(sd);
-    snprintf(path, sizeof path, "%s/safetensors/does_not_exist.safetensors", data_dir());
+    snprintf(path, sizeof path, "%s/safetensors/does_not_exist.safetensors", cgt_data_dir());
     CGT_FAILS(cg_safetensors_load(path, CG_CPU, &sd), CG_E_IO, path, "cannot open");
 }
 END_TEST
 
 START_TEST(test_nan_data) {
     char path[512];
-    snprintf(path, sizeof path, "%s/safetensors/nan_data.safetensors", data_dir());
+    snprintf(path, sizeof path, "%s/safetensors/nan_data.safetensors", cgt_data_dir());
     cg_state_dict *sd;
     CGT_OK(cg_safetensors_load(path, CG_CPU, &sd)); /* a valid file ... */
     CGT_FAILS(cg_state_dict_check_finite(sd), CG_E_NUMERIC, path, "tensor 'w'", "element 1 is NaN");
@@ -385,9 +361,9 @@ END_TEST
 
 START_TEST(test_every_truncation_and_corruption) {
     char path[512];
-    snprintf(path, sizeof path, "%s/safetensors/good_small.safetensors", data_dir());
+    snprintf(path, sizeof path, "%s/safetensors/good_small.safetensors", cgt_data_dir());
     size_t n;
-    uint8_t *b = slurp(path, &n);
+    uint8_t *b = cgt_slurp(path, &n);
     for (size_t k = 0; k < n; k++) {
         cg_state_dict *sd = NULL;
         cg_status s = cg_safetensors_load_mem(b, k, "cut", CG_CPU, &sd);
@@ -423,7 +399,7 @@ END_TEST
 
 START_TEST(test_check_expected_set) {
     char path[512];
-    snprintf(path, sizeof path, "%s/safetensors/good_small.safetensors", data_dir());
+    snprintf(path, sizeof path, "%s/safetensors/good_small.safetensors", cgt_data_dir());
     cg_state_dict *sd;
     CGT_OK(cg_safetensors_load(path, CG_CPU, &sd));
     cg_tensor_spec ok[2] = {{"0.weight", CG_F32, 2, {2, 2}}, {"0.bias", CG_F32, 1, {2}}};
@@ -484,7 +460,7 @@ START_TEST(test_atomic_abort_keeps_old) {
     ck_assert(fputs("new", fp) >= 0);
     CGT_OK(cg_atomic_commit(af));
     size_t n;
-    uint8_t *b = slurp(path, &n);
+    uint8_t *b = cgt_slurp(path, &n);
     ck_assert_uint_eq(n, 3);
     free(b);
     /* unwritable destination: clear error naming the path */

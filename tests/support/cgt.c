@@ -186,3 +186,22 @@ int cgt_run_suite(Suite *s) {
         printf("seed %llu (set CG_TEST_SEED to replay)\n", (unsigned long long)seed);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
+
+const char *cgt_data_dir(void) {
+    const char *d = getenv("CG_TEST_DATA");
+    return d && *d ? d : "data";
+}
+
+uint8_t *cgt_slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc((size_t)len + 1);
+    ck_assert(b != NULL);
+    ck_assert((long)fread(b, 1, (size_t)len, f) == len);
+    fclose(f);
+    *n = (size_t)len;
+    return b;
+}

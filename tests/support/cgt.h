@@ -96,6 +96,18 @@ int cgt_all_finite(const double *v, int64_t n);
                       #got, cgt__g, cgt__r, (double)(tol_abs));                                               \
     } while (0)
 
+/* ---- test data files ---- */
+/* Folder of crafted test files: $CG_TEST_DATA (set by ctest) or ./data. */
+const char *cgt_data_dir(void);
+/* Whole file into a malloc'd buffer (one spare byte); fails the test if unreadable. */
+uint8_t *cgt_slurp(const char *path, size_t *n);
+/* A crafted bad file, the status loading it must return and up to 3 words its message holds. */
+typedef struct cgt_bad_file {
+    const char *file;
+    cg_status status;
+    const char *kw[3];
+} cgt_bad_file;
+
 /* ---- running a suite: prints the seed, runs, returns the process exit code ---- */
 int cgt_run_suite(Suite *s);
 
