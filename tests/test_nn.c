@@ -450,6 +450,25 @@ START_TEST(huge_layers_overflow_is_refused) {
 }
 END_TEST
 
+/* cg_model_describe with a zero-sized buffer writes nothing */
+START_TEST(describe_zero_sized_buffer) {
+    cg_model *m;
+    CGT_OK(cg_model_create(CG_CPU, CG_F32, 1, &m));
+    char buf[8] = "XXXXXXX";
+    CGT_FAILS(cg_model_describe(m, buf, 0), CG_E_INVALID, "buffer too small");
+    ck_assert_int_eq(buf[0], 'X');
+    CGT_OK(cg_model_describe(m, buf, 1)); /* no layers: the empty string */
+    ck_assert_str_eq(buf, "");
+    CGT_OK(cg_model_add_flatten(m));
+    strcpy(buf, "XXXXXXX");
+    CGT_FAILS(cg_model_describe(m, buf, 0), CG_E_INVALID, "buffer too small");
+    ck_assert_int_eq(buf[0], 'X');
+    CGT_OK(cg_model_describe(m, buf, sizeof buf));
+    ck_assert_str_eq(buf, "flatten");
+    cg_model_free(m);
+}
+END_TEST
+
 START_TEST(grad_norms_after_backward) {
     cg_model *m = mlp_342(CG_F64, 8);
     cgt_rand r = cgt_rand_make("gn");
@@ -499,6 +518,7 @@ int main(void) {
     tcase_add_test(tc, save_load_roundtrip_and_arch);
     tcase_add_test(tc, save_load_keeps_f64_when_first_layer_has_no_weight);
     tcase_add_test(tc, huge_layers_overflow_is_refused);
+    tcase_add_test(tc, describe_zero_sized_buffer);
     tcase_add_test(tc, grad_norms_after_backward);
     suite_add_tcase(s, tc);
     return cgt_run_suite(s);

@@ -163,6 +163,7 @@ static int layer_str(const cg_layer *l, char *b, size_t n) {
 cg_status cg_model_describe(const cg_model *m, char *buf, size_t n) {
     CG_ARG_NOT_NULL(m, "cg_model_describe");
     CG_ARG_NOT_NULL(buf, "cg_model_describe");
+    if (n == 0) return CG_FAIL(CG_E_INVALID, "cg_model_describe: buffer too small (size 0)");
     size_t used = 0;
     buf[0] = 0;
     for (int i = 0; i < m->n_layers; i++) {
