@@ -199,6 +199,45 @@ START_TEST(random_steps_match_reference) {
 }
 END_TEST
 
+/* PyTorch counts Adam's steps per tensor: a tensor whose first gradient arrives on the
+ * optimizer's third step gets the bias correction of step 1, and its step survives a
+ * state-dict round trip. */
+START_TEST(late_tensor_gets_its_own_step_count) {
+    double a0 = 1.0, b0 = 2.0, ga = 0.5, gb = -0.25, lr = 0.1;
+    int64_t one = 1;
+    cg_tensor *a = cgt_tensor(&a0, &one, 1, CG_F64, CG_CPU), *b = cgt_tensor(&b0, &one, 1, CG_F64, CG_CPU);
+    cg_tensor *gat = cgt_tensor(&ga, &one, 1, CG_F64, CG_CPU), *gbt = cgt_tensor(&gb, &one, 1, CG_F64, CG_CPU);
+    CGT_OK(cg_tensor_set_requires_grad(a, 1));
+    CGT_OK(cg_tensor_set_requires_grad(b, 1));
+    CGT_OK(cg_tensor_set_grad(a, gat));
+    cg_tensor *ps[2] = {a, b};
+    cg_optim_config cfg = cg_optim_adam(lr);
+    cg_optimizer *o;
+    CGT_OK(cg_optimizer_create_params(ps, 2, &cfg, &o));
+    CGT_OK(cg_optimizer_step(o)); /* b has no gradient yet: skipped */
+    CGT_OK(cg_optimizer_step(o));
+    ck_assert_double_eq(val(b, 0), b0);
+    /* move the state through a state dict into a fresh optimizer, then b's first update */
+    cg_state_dict *sd;
+    CGT_OK(cg_state_dict_create(&sd));
+    CGT_OK(cg_optimizer_state_dict(o, sd));
+    cg_optimizer *o2;
+    CGT_OK(cg_optimizer_create_params(ps, 2, &cfg, &o2));
+    CGT_OK(cg_optimizer_load_state_dict(o2, sd));
+    CGT_OK(cg_tensor_set_grad(b, gbt));
+    CGT_OK(cg_optimizer_step(o2));
+    /* Adam's first step: m = (1-b1) g, v = (1-b2) g^2, bias-corrected to g and g^2 */
+    double want = b0 - lr * gb / (sqrt(gb * gb) + 1e-8);
+    CGT_ASSERT_CLOSE(val(b, 0), want, 1e-12);
+    ck_assert_int_eq(cg_optimizer_steps(o2), 3);
+    cg_state_dict_free(sd);
+    cg_optimizer_free(o);
+    cg_optimizer_free(o2);
+    cg_tensor *all[4] = {a, b, gat, gbt};
+    for (int i = 0; i < 4; i++) cg_tensor_release(all[i]);
+}
+END_TEST
+
 START_TEST(schedules) {
     cg_lr_schedule s = {.kind = CG_SCHED_STEP, .step_size = 2, .gamma = 0.5};
     CGT_ASSERT_CLOSE(cg_lr_at(&s, 0.1, 0), 0.1, 1e-15);
@@ -386,6 +425,7 @@ int main(void) {
     tcase_add_test(tc, adam_bias_correction);
     tcase_add_test(tc, adam_l2_versus_adamw_decoupled);
     tcase_add_test(tc, random_steps_match_reference);
+    tcase_add_test(tc, late_tensor_gets_its_own_step_count);
     tcase_add_test(tc, schedules);
     tcase_add_test(tc, clip_grad_norm_global);
     tcase_add_test(tc, model_optimizer_updates_every_parameter_in_one_flat_call);

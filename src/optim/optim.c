@@ -14,7 +14,8 @@ struct cg_optimizer {
     cg_tensor **params;  /* parameter-list optimizer: one group per tensor (retained) */
     int n_groups;
     cg_tensor **m, **v;  /* state per group, created on the first step */
-    int64_t steps;
+    int64_t *gsteps;     /* updates each group has had: its bias correction (PyTorch counts per tensor) */
+    int64_t steps;       /* cg_optimizer_step calls */
     int64_t sched_pos;
     double last_norm;
     double last_lr; /* used by the last step */
@@ -98,7 +99,8 @@ static cg_status alloc_state(cg_optimizer *o, int n) {
     o->n_groups = n;
     o->m = calloc((size_t)n, sizeof *o->m);
     o->v = calloc((size_t)n, sizeof *o->v);
-    if (!o->m || !o->v) return CG_FAIL(CG_E_OOM, "optimizer: out of host memory");
+    o->gsteps = calloc((size_t)n, sizeof *o->gsteps);
+    if (!o->m || !o->v || !o->gsteps) return CG_FAIL(CG_E_OOM, "optimizer: out of host memory");
     return CG_OK;
 }
 
@@ -159,6 +161,7 @@ void cg_optimizer_free(cg_optimizer *o) {
     free(o->params);
     free(o->m);
     free(o->v);
+    free(o->gsteps);
     free(o);
 }
 
@@ -263,7 +266,6 @@ cg_status cg_optimizer_step(cg_optimizer *o) {
         CG_TRY(st);
     }
     double lr = cg_lr_at(&c->schedule, c->lr, o->sched_pos);
-    int64_t step = o->steps + 1;
     for (int i = 0; i < o->n_groups; i++) {
         cg_tensor *p = group_param(o, i), *g = group_grad(o, i);
         if (!g) continue; /* no gradient reached this tensor: skipped, as in PyTorch */
@@ -288,12 +290,13 @@ cg_status cg_optimizer_step(cg_optimizer *o) {
             .beta2 = c->beta2,
             .eps = c->eps,
             .nesterov = c->nesterov,
-            .step = step,
+            .step = o->gsteps[i] + 1,
         };
         CG_TRY(be->optim(&call));
         cg__bump_version(p);
+        o->gsteps[i]++;
     }
-    o->steps = step;
+    o->steps++;
     o->last_lr = lr;
     if (!c->schedule.per_epoch) o->sched_pos++;
     return CG_OK;
@@ -344,6 +347,11 @@ cg_status cg_optimizer_state_dict(const cg_optimizer *o, cg_state_dict *sd) {
     const cg_optim_config *c = &o->cfg;
     CG_TRY(cg_state_dict_set_meta(sd, "optimizer.type", cg_optim_type_name(c->type)));
     CG_TRY(set_meta_i64(sd, "optimizer.step", o->steps));
+    for (int i = 0; i < o->n_groups; i++) {
+        char key[64];
+        snprintf(key, sizeof key, o->model ? "optimizer.group_step" : "optimizer.%d.step", i);
+        CG_TRY(set_meta_i64(sd, key, o->gsteps[i]));
+    }
     CG_TRY(set_meta_i64(sd, "optimizer.schedule_pos", o->sched_pos));
     CG_TRY(set_meta_f64(sd, "optimizer.lr", c->lr));
     CG_TRY(set_meta_f64(sd, "optimizer.momentum", c->momentum));
@@ -379,54 +387,73 @@ cg_status cg_optimizer_load_state_dict(cg_optimizer *o, const cg_state_dict *sd)
     if (steps < 0 || pos < 0)
         return CG_FAIL(CG_E_FORMAT, "optimizer state: %s has a negative optimizer.step (%lld) or schedule_pos (%lld)",
                        cg_state_dict_source(sd), (long long)steps, (long long)pos);
-    /* validate all tensors first */
-    cg_tensor *found[2][64] = {{0}};
-    if (o->n_groups > 64) return CG_FAIL(CG_E_UNSUPPORTED, "optimizer state: more than 64 tensors");
-    for (int i = 0; i < o->n_groups; i++) {
+    /* validate everything first; found[k][i] / fresh[k][i] live at [k * n + i] */
+    int n = o->n_groups;
+    cg_tensor **found = calloc((size_t)(2 * n), sizeof *found), **fresh = calloc((size_t)(2 * n), sizeof *fresh);
+    int64_t *gsteps = calloc((size_t)n, sizeof *gsteps);
+    cg_status st = CG_OK;
+    if (!found || !fresh || !gsteps) {
+        st = CG_FAIL(CG_E_OOM, "optimizer state: out of host memory");
+        goto done;
+    }
+    for (int i = 0; i < n && st == CG_OK; i++) {
+        char key[64];
+        snprintf(key, sizeof key, o->model ? "optimizer.group_step" : "optimizer.%d.step", i);
+        const char *v = cg_state_dict_get_meta(sd, key);
+        /* files from before per-group counts: every group with state had all the steps */
+        gsteps[i] = steps;
+        if (v && (cg__parse_i64(v, &gsteps[i]) || gsteps[i] < 0 || gsteps[i] > steps))
+            st = CG_FAIL(CG_E_FORMAT, "optimizer state: %s has an invalid %s '%s' (need 0..%lld)",
+                         cg_state_dict_source(sd), key, v, (long long)steps);
+    }
+    for (int i = 0; i < n && st == CG_OK; i++) {
         const char *what[2] = {o->cfg.type == CG_SGD ? "momentum_buffer" : "exp_avg", "exp_avg_sq"};
         cg_tensor *p = group_param(o, i);
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < 2 && st == CG_OK; k++) {
             char name[64];
             state_name(o, i, what[k], name, sizeof name);
             cg_tensor *t = cg_state_dict_get(sd, name);
-            if (t && !cg__same_shape(t, p)) {
-                char a[96], b[96];
-                return CG_FAIL(CG_E_SHAPE, "optimizer state: '%s' has shape %s, the parameters %s", name,
-                               cg__shape_str(t->shape, t->ndim, a, 96), cg__shape_str(p->shape, p->ndim, b, 96));
-            }
-            if (t && !(cg__is_float(t->dtype) || t->dtype == CG_F16 || t->dtype == CG_BF16))
-                return CG_FAIL(CG_E_DTYPE, "optimizer state: '%s' is %s, not floating point", name,
-                               cg_dtype_name(t->dtype));
             int needed = (k == 0 && (o->cfg.type != CG_SGD || o->cfg.momentum != 0)) || (k == 1 && o->cfg.type != CG_SGD);
-            if (!t && needed && steps > 0)
-                return CG_FAIL(CG_E_FORMAT, "optimizer state: %s lacks '%s'", cg_state_dict_source(sd), name);
-            found[k][i] = t;
+            char a[96], b[96];
+            if (t && !cg__same_shape(t, p))
+                st = CG_FAIL(CG_E_SHAPE, "optimizer state: '%s' has shape %s, the parameters %s", name,
+                             cg__shape_str(t->shape, t->ndim, a, 96), cg__shape_str(p->shape, p->ndim, b, 96));
+            else if (t && !(cg__is_float(t->dtype) || t->dtype == CG_F16 || t->dtype == CG_BF16))
+                st = CG_FAIL(CG_E_DTYPE, "optimizer state: '%s' is %s, not floating point", name,
+                             cg_dtype_name(t->dtype));
+            else if (!t && needed && gsteps[i] > 0)
+                st = CG_FAIL(CG_E_FORMAT, "optimizer state: %s lacks '%s'", cg_state_dict_source(sd), name);
+            found[k * n + i] = t;
         }
+        if (st == CG_OK && !found[i] && !found[n + i]) gsteps[i] = 0; /* never updated */
     }
     /* build the new state aside; the old one is replaced only when all of it is ready */
-    cg_tensor *fresh[2][64] = {{0}};
-    cg_status st = CG_OK;
-    for (int i = 0; i < o->n_groups && st == CG_OK; i++)
+    for (int i = 0; i < n && st == CG_OK; i++)
         for (int k = 0; k < 2 && st == CG_OK; k++) {
-            if (!found[k][i]) continue;
-            st = ensure_state(&fresh[k][i], group_param(o, i));
-            if (st == CG_OK) st = cg_tensor_copy_(fresh[k][i], found[k][i]);
+            if (!found[k * n + i]) continue;
+            st = ensure_state(&fresh[k * n + i], group_param(o, i));
+            if (st == CG_OK) st = cg_tensor_copy_(fresh[k * n + i], found[k * n + i]);
         }
-    for (int i = 0; i < o->n_groups; i++) {
-        cg_tensor **dst[2] = {&o->m[i], &o->v[i]};
-        for (int k = 0; k < 2; k++) {
-            if (st != CG_OK) {
-                cg_tensor_release(fresh[k][i]);
-                continue;
+    if (st == CG_OK) {
+        for (int i = 0; i < n; i++) {
+            cg_tensor **dst[2] = {&o->m[i], &o->v[i]};
+            for (int k = 0; k < 2; k++) {
+                cg_tensor_release(*dst[k]);
+                *dst[k] = fresh[k * n + i];
+                fresh[k * n + i] = NULL;
             }
-            cg_tensor_release(*dst[k]);
-            *dst[k] = fresh[k][i];
+            o->gsteps[i] = gsteps[i];
         }
+        o->steps = steps;
+        o->sched_pos = pos;
+        if (!cg__parse_i64(cg_state_dict_get_meta(sd, "optimizer.schedule.total"), &total) && total > 0)
+            o->cfg.schedule.total = total;
     }
-    CG_TRY(st);
-    o->steps = steps;
-    o->sched_pos = pos;
-    if (!cg__parse_i64(cg_state_dict_get_meta(sd, "optimizer.schedule.total"), &total) && total > 0)
-        o->cfg.schedule.total = total;
-    return CG_OK;
+done:
+    if (fresh)
+        for (int j = 0; j < 2 * n; j++) cg_tensor_release(fresh[j]);
+    free(found);
+    free(fresh);
+    free(gsteps);
+    return st;
 }
