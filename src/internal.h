@@ -74,6 +74,8 @@ cg_status cg__tensor_view(const cg_tensor *t, const int64_t *shape, const int64_
                           int64_t offset, cg_tensor **out);
 /* Alias of t's storage and geometry without graph links (for saving in nodes). */
 cg_status cg__tensor_alias(const cg_tensor *t, cg_tensor **out);
+/* A new contiguous tensor (caller-owned, no scope) holding t's values in dtype dt on dev. */
+cg_status cg__tensor_copy_to(const cg_tensor *t, cg_dtype dt, cg_device dev, cg_tensor **out);
 /* Contiguous version of t on the same device (retained t itself when already contiguous). */
 cg_status cg__tensor_contiguous(const cg_tensor *t, cg_tensor **out);
 void cg__bump_version(cg_tensor *t);

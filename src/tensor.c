@@ -462,9 +462,7 @@ cg_status cg_tensor_copy_(cg_tensor *dst, const cg_tensor *src) {
     return s;
 }
 
-static cg_status convert(const cg_tensor *t, cg_dtype dt, cg_device dev, cg_tensor **out, const char *fn) {
-    CG_ARG_NOT_NULL(t, fn);
-    CG_ARG_NOT_NULL(out, fn);
+cg_status cg__tensor_copy_to(const cg_tensor *t, cg_dtype dt, cg_device dev, cg_tensor **out) {
     cg_tensor *r;
     CG_TRY(cg__tensor_new(t->shape, t->ndim, dt, dev, &r));
     cg_status s = cg_tensor_copy_(r, t);
@@ -472,7 +470,15 @@ static cg_status convert(const cg_tensor *t, cg_dtype dt, cg_device dev, cg_tens
         cg_tensor_release(r);
         return s;
     }
-    *out = cg__autorelease(r);
+    *out = r;
+    return CG_OK;
+}
+
+static cg_status convert(const cg_tensor *t, cg_dtype dt, cg_device dev, cg_tensor **out, const char *fn) {
+    CG_ARG_NOT_NULL(t, fn);
+    CG_ARG_NOT_NULL(out, fn);
+    CG_TRY(cg__tensor_copy_to(t, dt, dev, out));
+    cg__autorelease(*out);
     return CG_OK;
 }
 

@@ -51,14 +51,8 @@ cg_status cg__read_file(const char *what, const char *path, uint8_t **buf, size_
 cg_status cg__move_fresh(cg_tensor **t, cg_device dev) {
     if (dev.type == CG_DEVICE_CPU) return CG_OK;
     cg_tensor *d = NULL;
-    cg_status s = cg__tensor_new((*t)->shape, (*t)->ndim, (*t)->dtype, dev, &d);
-    if (s == CG_OK) s = cg_tensor_copy_(d, *t);
+    cg_status s = cg__tensor_copy_to(*t, (*t)->dtype, dev, &d);
     cg_tensor_release(*t);
-    if (s != CG_OK) {
-        cg_tensor_release(d);
-        *t = NULL;
-        return s;
-    }
     *t = d;
-    return CG_OK;
+    return s;
 }

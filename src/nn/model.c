@@ -420,17 +420,6 @@ void cg_model_set_rng(cg_model *m, cg_rng rng) {
     if (m) m->rng = rng;
 }
 
-cg_status cg__tensor_to_owned(const cg_tensor *t, cg_device dev, cg_tensor **out) {
-    /* cg_tensor_to hands its result to an open scope: take it out of one of our own */
-    CG_TRY(cg_scope_begin());
-    cg_tensor *r = NULL;
-    cg_status st = cg_tensor_to(t, dev, &r);
-    if (st == CG_OK) cg_keep(r);
-    cg_scope_end();
-    *out = st == CG_OK ? r : NULL;
-    return st;
-}
-
 cg_status cg_model_to(cg_model *m, cg_device dev) {
     CG_ARG_NOT_NULL(m, "cg_model_to");
     if (!cg__backend(dev)) return CG_E_DEVICE;
@@ -440,8 +429,8 @@ cg_status cg_model_to(cg_model *m, cg_device dev) {
     }
     if (cg__same_device(m->dev, dev)) return CG_OK;
     cg_tensor *nf = NULL, *ng = NULL;
-    CG_TRY(cg__tensor_to_owned(m->flat, dev, &nf));
-    cg_status st = cg__tensor_to_owned(m->gflat, dev, &ng);
+    CG_TRY(cg__tensor_copy_to(m->flat, m->flat->dtype, dev, &nf));
+    cg_status st = cg__tensor_copy_to(m->gflat, m->gflat->dtype, dev, &ng);
     if (st != CG_OK) {
         cg_tensor_release(nf);
         return st;
@@ -451,7 +440,10 @@ cg_status cg_model_to(cg_model *m, cg_device dev) {
     cg_tensor **bufs = calloc((size_t)(nb ? nb : 1), sizeof *bufs);
     if (!bufs) st = CG_FAIL(CG_E_OOM, "cg_model_to: out of host memory");
     for (int i = 0, k = 0; st == CG_OK && i < m->n_entries; i++)
-        if (!m->entries[i].is_param) st = cg__tensor_to_owned(*m->entries[i].slot, dev, &bufs[k++]);
+        if (!m->entries[i].is_param) {
+            const cg_tensor *b = *m->entries[i].slot; /* running stats; num_batches_tracked is i64 */
+            st = cg__tensor_copy_to(b, b->dtype, dev, &bufs[k++]);
+        }
     if (st != CG_OK) {
         for (int k = 0; bufs && k < nb; k++) cg_tensor_release(bufs[k]);
         free(bufs);

@@ -73,7 +73,6 @@ cg_status cg__model_sync_counters(cg_model *m);
 cg_status cg__model_read_counters(cg_model *m);
 
 /* cg_tensor_to whose result no open scope takes (the caller owns one reference). */
-cg_status cg__tensor_to_owned(const cg_tensor *t, cg_device dev, cg_tensor **out);
 
 /* optimizer internals used by fit / checkpoints */
 void cg__optimizer_set_total(cg_optimizer *o, int64_t total);

@@ -57,7 +57,7 @@ cg_status cg_model_state_dict(cg_model *m, cg_state_dict **out) {
     cg_status st = CG_OK;
     for (int i = 0; i < m->n_entries && st == CG_OK; i++) {
         cg_tensor *c = NULL;
-        st = cg__tensor_to_owned(*m->entries[i].slot, CG_CPU, &c); /* new storage */
+        st = cg__tensor_copy_to(*m->entries[i].slot, (*m->entries[i].slot)->dtype, CG_CPU, &c);
         if (st == CG_OK) st = cg_state_dict_set(sd, m->entries[i].name, c);
         cg_tensor_release(c);
     }
@@ -290,16 +290,6 @@ cg_status cg_model_load(const char *path, cg_device dev, cg_model **out) {
 
 /* ---- snapshots ---- */
 
-static cg_status clone_owned(const cg_tensor *t, cg_tensor **out) {
-    CG_TRY(cg__tensor_new_like(t, out));
-    cg_status st = cg__backend(t->st->dev)->copy_strided(*out, t);
-    if (st != CG_OK) {
-        cg_tensor_release(*out);
-        *out = NULL;
-    }
-    return st;
-}
-
 void cg__snapshot_free(cg_weights_snapshot *s) {
     cg_tensor_release(s->flat);
     for (int i = 0; i < s->n_bufs; i++) cg_tensor_release(s->bufs[i]);
@@ -314,9 +304,12 @@ cg_status cg__model_snapshot(cg_model *m, cg_weights_snapshot *s) {
     int nb = m->n_entries - m->n_params;
     n.bufs = calloc((size_t)(nb ? nb : 1), sizeof *n.bufs);
     if (!n.bufs) return CG_FAIL(CG_E_OOM, "snapshot: out of host memory");
-    cg_status st = clone_owned(m->flat, &n.flat);
+    cg_status st = cg__tensor_copy_to(m->flat, m->flat->dtype, m->flat->st->dev, &n.flat);
     for (int i = 0; st == CG_OK && i < m->n_entries; i++)
-        if (!m->entries[i].is_param) st = clone_owned(*m->entries[i].slot, &n.bufs[n.n_bufs++]);
+        if (!m->entries[i].is_param) {
+            const cg_tensor *b = *m->entries[i].slot;
+            st = cg__tensor_copy_to(b, b->dtype, b->st->dev, &n.bufs[n.n_bufs++]);
+        }
     if (st != CG_OK) {
         cg__snapshot_free(&n);
         return st;

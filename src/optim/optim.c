@@ -173,7 +173,7 @@ static cg_status ensure_state(cg_tensor **s, const cg_tensor *p) {
     if (*s && cg__same_device((*s)->st->dev, p->st->dev)) return CG_OK;
     if (*s) {
         cg_tensor *moved;
-        CG_TRY(cg__tensor_to_owned(*s, p->st->dev, &moved));
+        CG_TRY(cg__tensor_copy_to(*s, (*s)->dtype, p->st->dev, &moved));
         cg_tensor_release(*s);
         *s = moved;
         return CG_OK;
@@ -338,7 +338,7 @@ cg_status cg_optimizer_state_dict(const cg_optimizer *o, cg_state_dict *sd) {
             char name[64];
             state_name(o, i, what[k], name, sizeof name);
             cg_tensor *c;
-            CG_TRY(cg__tensor_to_owned(st_[k], CG_CPU, &c));
+            CG_TRY(cg__tensor_copy_to(st_[k], st_[k]->dtype, CG_CPU, &c));
             cg_status st = cg_state_dict_set(sd, name, c);
             cg_tensor_release(c);
             CG_TRY(st);
