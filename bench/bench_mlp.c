@@ -1,0 +1,162 @@
+/* MLP training-step benchmark: the workloads of ../shared/tools/torch_anchor.py, timed on
+ * cgrad so the two can be put side by side (bench/compare_torch.sh runs both in one go).
+ *
+ *   bench_mlp [--device cpu|cuda] [--steps N] [--workload mnist|small|big|all]
+ *
+ * One step = zero_grad, forward, cross-entropy, backward, optimizer step (SGD momentum 0.9,
+ * lr 1e-3, as the anchor's default) through cg_model_train_step. It checks before it times:
+ * the warm-up losses must be finite (cg_model_train_step fails on a non-finite loss) and
+ * start near log(classes), as random labels should. Timing: 3 warm-up
+ * steps, then the median of N steps (wall clock around each step, the device synchronised
+ * after it). FLOPs counted as the anchor does: 6 * batch * sum(in * out) per step.
+ *
+ * Default workloads: on the CPU mnist and small (big would take minutes a step); on a GPU
+ * all three. Prints a table and one JSON line (keys as in torch_anchor.py). */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cgrad.h"
+
+typedef struct workload {
+    const char *name;
+    int64_t dims[8];
+    int n_dims;
+    int64_t batch;
+    int norm_dropout; /* BatchNorm1d + Dropout(0.3) after each hidden activation */
+    int cpu_default;
+} workload;
+
+static const workload workloads[] = {
+    {"mlp_mnist_b256_fp32", {784, 512, 256, 10}, 4, 256, 1, 1},
+    {"mlp_small_b65536_fp32", {64, 64, 64, 64, 64, 16}, 6, 65536, 0, 1},
+    {"mlp_big_b8192_fp32", {1024, 4096, 4096, 4096, 4096, 1024}, 6, 8192, 0, 0},
+};
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+#define CHECK(call)                                                                                           \
+    do {                                                                                                      \
+        cg_status s_ = (call);                                                                                \
+        if (s_ != CG_OK) {                                                                                    \
+            fprintf(stderr, "%s failed: %s: %s\n", #call, cg_status_str(s_), cg_last_error());                 \
+            goto fail;                                                                                        \
+        }                                                                                                     \
+    } while (0)
+
+static cg_status sync_device(cg_device dev) {
+    return dev.type == CG_DEVICE_CUDA ? cg_cuda_synchronize(dev.index) : CG_OK;
+}
+
+/* Returns the median ms per step, or a negative value on failure. */
+static double run(const workload *w, cg_device dev, int steps) {
+    double result = -1, *times = calloc((size_t)steps, sizeof *times);
+    cg_model *m = NULL;
+    cg_tensor *x = NULL, *y = NULL, *yf = NULL;
+    cg_rng rng = cg_rng_make(1234);
+    if (!times) return -1;
+    CHECK(cg_model_create(dev, CG_F32, 42, &m));
+    for (int i = 0; i + 1 < w->n_dims; i++) {
+        int last = i + 2 == w->n_dims;
+        CHECK(cg_model_add_linear(m, w->dims[i], w->dims[i + 1], 1, CG_INIT_AUTO));
+        if (last) break;
+        CHECK(cg_model_add_activation(m, CG_ACT_RELU, 0));
+        if (w->norm_dropout) {
+            CHECK(cg_model_add_batchnorm1d(m, w->dims[i + 1], 0, 0));
+            CHECK(cg_model_add_dropout(m, 0.3));
+        }
+    }
+    cg_optim_config opt = cg_optim_sgd(1e-3, 0.9, 0, 0);
+    cg_loss_config loss = cg_loss_config_default(CG_LOSS_CROSS_ENTROPY);
+    CHECK(cg_model_compile(m, &opt, &loss, CG_METRIC_NONE));
+    int64_t xs[2] = {w->batch, w->dims[0]};
+    CHECK(cg_tensor_rand_normal(xs, 2, CG_F32, dev, 0, 1, &rng, &x));
+    CHECK(cg_tensor_rand_uniform(&w->batch, 1, CG_F32, CG_CPU, 0, (double)w->dims[w->n_dims - 1], &rng, &yf));
+    {
+        cg_tensor *yc = NULL;
+        CHECK(cg_tensor_cast(yf, CG_I64, &yc)); /* truncation: uniform classes */
+        CHECK(cg_tensor_to(yc, dev, &y));
+        cg_tensor_release(yc);
+    }
+    /* check (and warm up): finite losses of the right size for random labels */
+    double first = 0;
+    for (int s = 0; s < 3; s++) CHECK(cg_model_train_step(m, x, y, s == 0 ? &first : NULL));
+    double chance = log((double)w->dims[w->n_dims - 1]);
+    if (!(first > 0.5 * chance && first < 4 * chance)) {
+        fprintf(stderr, "%s: first loss %g is far from log(classes) = %g\n", w->name, first, chance);
+        goto fail;
+    }
+    for (int s = 0; s < steps; s++) {
+        double t0 = now_ms();
+        CHECK(cg_model_train_step(m, x, y, NULL));
+        CHECK(sync_device(dev));
+        times[s] = now_ms() - t0;
+    }
+    qsort(times, (size_t)steps, sizeof *times, cmp_double);
+    result = times[steps / 2];
+fail:
+    cg_tensor_release(x);
+    cg_tensor_release(y);
+    cg_tensor_release(yf);
+    cg_model_free(m);
+    free(times);
+    return result;
+}
+
+int main(int argc, char **argv) {
+    const char *dev_name = NULL, *which = NULL;
+    int steps = 20;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--device") && i + 1 < argc) dev_name = argv[++i];
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--workload") && i + 1 < argc) which = argv[++i];
+        else {
+            fprintf(stderr, "usage: %s [--device cpu|cuda] [--steps N] [--workload mnist|small|big|all]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (steps < 1) steps = 1;
+    cg_device dev = cg_default_device();
+    if (dev_name && !strcmp(dev_name, "cpu")) dev = CG_CPU;
+    if (dev_name && !strcmp(dev_name, "cuda")) {
+        if (cg_device_count() == 0) {
+            printf("bench_mlp: no CUDA device (%s); nothing to time\n", cg_cuda_availability());
+            return 0;
+        }
+        dev = CG_CUDA(0);
+    }
+    int gpu = dev.type == CG_DEVICE_CUDA;
+    printf("bench_mlp on %s, %d timed steps each (median)\n", cg_device_str(dev), steps);
+    printf("%-26s %10s %10s %12s\n", "workload", "ms/step", "TFLOP/s", "Msamples/s");
+    char json[1024];
+    int k = snprintf(json, sizeof json, "JSON {");
+    int failed = 0;
+    for (size_t i = 0; i < sizeof workloads / sizeof workloads[0]; i++) {
+        const workload *w = &workloads[i];
+        int on = which ? (!strcmp(which, "all") || strstr(w->name, which) != NULL) : (gpu || w->cpu_default);
+        if (!on) continue;
+        double ms = run(w, dev, steps);
+        if (ms < 0) {
+            failed = 1;
+            continue;
+        }
+        double flops = 0;
+        for (int d = 0; d + 1 < w->n_dims; d++) flops += 6.0 * (double)w->batch * (double)(w->dims[d] * w->dims[d + 1]);
+        printf("%-26s %10.3f %10.3f %12.3f\n", w->name, ms, flops / ms / 1e9, (double)w->batch / ms / 1e3);
+        k += snprintf(json + k, sizeof json - (size_t)k, "%s\"%s\": %.6f", k > 6 ? ", " : "", w->name, ms);
+    }
+    printf("%s}\n", json);
+    return failed;
+}
