@@ -48,9 +48,30 @@ typedef struct cg_backend {
     cg_status (*sumsq)(const cg_tensor *x, double *out);               /* to host */
     cg_status (*optim)(const cg_optim_call *c);
     cg_status (*sync)(int dev);
+    /* ---- asynchronous host->device uploads (optional: all NULL on the CPU backend, where
+     * the data loader copies synchronously). Used by the loader to upload batch k+1 while
+     * batch k computes. Events are opaque, created by event_create and reusable: each
+     * upload_async re-records the one it is given. ---- */
+    cg_status (*pinned_alloc)(int dev, size_t nbytes, void **ptr); /* page-locked host memory; 0 bytes: NULL */
+    void (*pinned_free)(int dev, void *ptr);                       /* NULL is fine; caller syncs first */
+    cg_status (*event_create)(int dev, void **event);
+    void (*event_free)(int dev, void *event); /* NULL is fine; the event must be complete */
+    /* dst (device, from alloc) <- src (from pinned_alloc), nbytes, on a copy stream that
+     * first waits for everything queued on the compute stream so far (dst may be a block
+     * the stream-ordered allocator just recycled); then records `event`. Returns without
+     * waiting. On failure no copy is left in flight. src must stay untouched until
+     * event_sync(event); dst must not be read by compute work before wait_event(event). */
+    cg_status (*upload_async)(int dev, void *dst, const void *src_pinned, size_t nbytes, void *event);
+    cg_status (*wait_event)(int dev, void *event); /* compute stream waits for event; no host wait */
+    cg_status (*event_sync)(int dev, void *event); /* host waits for event */
     const cg_fwd_fn *forward;  /* [CG_OP_COUNT], NULL where unsupported */
     const cg_bwd_fn *backward; /* [CG_OP_COUNT] */
 } cg_backend;
+
+/* Tests only: make loader l (before its first cg_loader_next) prefetch through be's upload
+ * entries whatever its device, so the prefetch logic can be checked with an emulated
+ * asynchronous backend on the CPU. src/data/loader.c */
+cg_status cg__loader_use_backend(cg_loader *l, const cg_backend *be);
 
 /* Backend for a device type, or NULL with an error recorded. */
 const cg_backend *cg__backend(cg_device dev);

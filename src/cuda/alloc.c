@@ -4,7 +4,9 @@
  * (waste <= 25%). A freed block goes to its class's free list and is handed out again for
  * the next request of that class. All cgrad work on a device is queued on its context's
  * single stream, so reusing a block right after its free is ordered after every kernel
- * that used it (the PyTorch caching-allocator argument, restricted to one stream).
+ * that used it (the PyTorch caching-allocator argument, restricted to one stream). The
+ * loader's prefetch uploads (upload.c) are the one writer on another stream; they are
+ * ordered both ways by events (see there).
  * On cudaMalloc failure the cache is returned to the driver and the call retried once;
  * a second failure is CG_E_OOM with the size asked for and cudaMemGetInfo's numbers.
  *

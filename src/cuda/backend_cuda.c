@@ -1,7 +1,7 @@
 /* The CUDA backend table: memory, copies with dtype conversion, fills, Philox draws,
- * BLAS-1 helpers, the fused optimizer update, sync, and the op tables (ops_cuda.c).
- * Nothing here synchronises the host except D2H copies, sumsq (its result goes to the
- * host) and sync. */
+ * BLAS-1 helpers, the fused optimizer update, sync, the asynchronous-upload entries
+ * (upload.c) and the op tables (ops_cuda.c). Nothing here synchronises the host except
+ * D2H copies, sumsq (its result goes to the host), sync and event_sync. */
 #include <math.h>
 #include <string.h>
 
@@ -179,6 +179,13 @@ const cg_backend cg_cuda_backend = {
     .sumsq = sumsq_cuda,
     .optim = optim_cuda,
     .sync = sync_cuda,
+    .pinned_alloc = cg_cuda_pinned_alloc,
+    .pinned_free = cg_cuda_pinned_free,
+    .event_create = cg_cuda_event_create,
+    .event_free = cg_cuda_event_free,
+    .upload_async = cg_cuda_upload_async,
+    .wait_event = cg_cuda_wait_event,
+    .event_sync = cg_cuda_event_sync,
     .forward = cg_cuda_forward_table,
     .backward = cg_cuda_backward_table,
 };

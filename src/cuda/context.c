@@ -4,7 +4,8 @@
  * A context is created on the first call that needs device `dev`, under a mutex, and
  * lives until the process exits (handles are not destroyed at exit on purpose: the CUDA
  * runtime may already be torn down by then). All threads share a device's context and
- * therefore its stream; cuDNN calls are serialised by ctx->dnn_lock. */
+ * therefore its stream; cuDNN calls are serialised by ctx->dnn_lock. A second, copy-only
+ * stream is created on the first asynchronous upload (upload.c). */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -101,6 +102,7 @@ static cg_status ctx_create(int dev, cg_cuda_ctx **out) {
     /* cuBLAS (legacy API, the fallback) gets the same workspace */
     CG_CHECK_GOTO(CG_CUBLAS_CALL(cublasSetWorkspace(c->blas, c->lt_ws, c->lt_ws_bytes)));
     pthread_mutex_init(&c->dnn_lock, NULL);
+    pthread_mutex_init(&c->copy_lock, NULL);
     /* cuDNN is optional: without it the own kernels serve every op */
     if (cudnnCreate(&c->dnn) == CUDNN_STATUS_SUCCESS) {
         if (cudnnSetStream(c->dnn, c->stream) != CUDNN_STATUS_SUCCESS) {
@@ -142,6 +144,21 @@ cg_status cg_cuda_ctx_get(int dev, cg_cuda_ctx **out) {
         tl_current = dev;
     }
     *out = c;
+    return CG_OK;
+}
+
+cg_status cg_cuda_copy_stream_locked(cg_cuda_ctx *c) {
+    if (c->copy_stream) return CG_OK;
+    cudaStream_t s = NULL;
+    cudaEvent_t e = NULL;
+    cg_status st = CG_CUDA_CALL(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    if (st == CG_OK) st = CG_CUDA_CALL(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    if (st != CG_OK) {
+        if (s) cudaStreamDestroy(s);
+        return st;
+    }
+    c->copy_ready = e;
+    c->copy_stream = s; /* last: a non-NULL stream means both exist */
     return CG_OK;
 }
 

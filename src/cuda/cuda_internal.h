@@ -35,10 +35,17 @@ typedef struct cg_cuda_ctx {
     void *lt_ws;             /* cuBLASLt workspace */
     size_t lt_ws_bytes;
     struct cudaDeviceProp prop;
+    /* asynchronous uploads (upload.c): a second stream, created on first use under
+     * copy_lock, and an event that orders it after the compute stream */
+    pthread_mutex_t copy_lock;
+    cudaStream_t copy_stream; /* NULL until the first upload */
+    cudaEvent_t copy_ready;   /* recorded on `stream`, waited on by copy_stream */
 } cg_cuda_ctx;
 
 /* Context of device `dev`, current on the calling thread (cudaSetDevice done). */
 cg_status cg_cuda_ctx_get(int dev, cg_cuda_ctx **out);
+/* Creates ctx->copy_stream and ctx->copy_ready if missing. Call with ctx->copy_lock held. */
+cg_status cg_cuda_copy_stream_locked(cg_cuda_ctx *ctx);
 /* The device of a tensor on the CUDA backend. */
 static inline int cg_cuda_dev_of(const cg_tensor *t) { return t->st->dev.index; }
 
@@ -49,6 +56,15 @@ void cg_cuda_free(int dev, void *ptr);
  * (one stream per device: the next user is ordered after it). */
 cg_status cg_cuda_scratch(int dev, size_t nbytes, void **ptr);
 cg_status cg_cuda_memcpy(int dev, void *dst, const void *src, size_t nbytes, cg_copy_kind kind);
+
+/* ---- asynchronous uploads (upload.c): the backend's optional pinned / event entries ---- */
+cg_status cg_cuda_pinned_alloc(int dev, size_t nbytes, void **ptr);
+void cg_cuda_pinned_free(int dev, void *ptr);
+cg_status cg_cuda_event_create(int dev, void **event);
+void cg_cuda_event_free(int dev, void *event);
+cg_status cg_cuda_upload_async(int dev, void *dst, const void *src_pinned, size_t nbytes, void *event);
+cg_status cg_cuda_wait_event(int dev, void *event);
+cg_status cg_cuda_event_sync(int dev, void *event);
 
 /* ---- matmul (matmul.c) ----
  * C (M, N) = op(A) op(B), row-major, dense; beta 0 (=). dt f32 or f64. */
