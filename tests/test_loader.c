@@ -1,11 +1,13 @@
 /* Dataset, loader and standardisation: every sample exactly once per epoch, x/y rows stay
  * paired, seeded permutations reproducible and different across epochs and seeds, partial
- * last batch kept or dropped, standardisation against a float64 reference. */
+ * last batch kept or dropped, standardisation against a float64 reference; the prefetch
+ * state machine against the synchronous loader through an emulated asynchronous backend. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "cgrad/data.h"
 #include "cgt.h"
 
@@ -222,6 +224,164 @@ START_TEST(test_scope_handoff) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------- prefetch logic on the CPU
+ * An emulated asynchronous backend: uploads are queued on a fake copy stream and carried
+ * out only when an event covering them is waited on (wait_event: the compute stream's
+ * view; event_sync: the host's). A loader that hands out a batch before waiting on its
+ * event gets wrong data; one that gathers into a staging buffer (the next upload from it)
+ * or frees it while an earlier upload from it has not been host-waited fails an assertion.
+ * fake_fail_at makes that upload fail. */
+
+#define FAKE_Q 64
+typedef struct fake_copy {
+    void *dst;
+    const void *src;
+    size_t n;
+} fake_copy;
+static fake_copy fake_q[FAKE_Q];
+static long fake_issued, fake_done, fake_hsync, fake_fail_at = -1;
+static int fake_pinned, fake_events;
+
+static void fake_run_until(long seq) {
+    for (; fake_done < seq; fake_done++) {
+        fake_copy *c = &fake_q[fake_done % FAKE_Q];
+        if (c->n) memcpy(c->dst, c->src, c->n);
+    }
+}
+/* no upload from staging buffer p that the host has not waited for */
+static void fake_check_idle(const void *p, const char *what) {
+    ck_assert_msg(fake_issued - fake_hsync < FAKE_Q, "too many uploads not host-waited");
+    for (long i = fake_hsync; i < fake_issued; i++)
+        ck_assert_msg(fake_q[i % FAKE_Q].src != p || !fake_q[i % FAKE_Q].n, "%s: staging buffer still being uploaded", what);
+}
+static cg_status fake_pinned_alloc(int dev, size_t n, void **p) {
+    (void)dev;
+    *p = NULL;
+    if (!n) return CG_OK;
+    *p = malloc(n);
+    ck_assert_ptr_nonnull(*p);
+    memset(*p, 0xA5, n);
+    fake_pinned++;
+    return CG_OK;
+}
+static void fake_pinned_free(int dev, void *p) {
+    (void)dev;
+    if (!p) return;
+    fake_check_idle(p, "pinned_free");
+    free(p);
+    fake_pinned--;
+}
+static cg_status fake_event_create(int dev, void **ev) {
+    (void)dev;
+    *ev = calloc(1, sizeof(long)); /* the copy count the event covers */
+    ck_assert_ptr_nonnull(*ev);
+    fake_events++;
+    return CG_OK;
+}
+static void fake_event_free(int dev, void *ev) {
+    (void)dev;
+    if (!ev) return;
+    ck_assert_msg(*(long *)ev <= fake_hsync, "event freed before the host waited for it");
+    free(ev);
+    fake_events--;
+}
+static cg_status fake_upload(int dev, void *dst, const void *src, size_t n, void *ev) {
+    (void)dev;
+    if (fake_issued == fake_fail_at) {
+        fake_fail_at = -1;
+        return CG_FAIL(CG_E_CUDA, "fake upload failure");
+    }
+    if (n) fake_check_idle(src, "upload_async");
+    fake_q[fake_issued % FAKE_Q] = (fake_copy){dst, src, n};
+    *(long *)ev = ++fake_issued;
+    return CG_OK;
+}
+static cg_status fake_wait(int dev, void *ev) {
+    (void)dev;
+    fake_run_until(*(long *)ev);
+    return CG_OK;
+}
+static cg_status fake_sync(int dev, void *ev) {
+    (void)dev;
+    long seq = *(long *)ev;
+    fake_run_until(seq);
+    if (seq > fake_hsync) fake_hsync = seq;
+    return CG_OK;
+}
+
+static cg_backend fake_backend(void) {
+    cg_backend b = cg_cpu_backend;
+    b.pinned_alloc = fake_pinned_alloc;
+    b.pinned_free = fake_pinned_free;
+    b.event_create = fake_event_create;
+    b.event_free = fake_event_free;
+    b.upload_async = fake_upload;
+    b.wait_event = fake_wait;
+    b.event_sync = fake_sync;
+    return b;
+}
+
+static int same_tensor(cg_tensor *a, cg_tensor *b) {
+    if (!a || !b) return a == b;
+    if (cg_tensor_ndim(a) != cg_tensor_ndim(b) || cg_tensor_dtype(a) != cg_tensor_dtype(b)) return 0;
+    for (int d = 0; d < cg_tensor_ndim(a); d++)
+        if (cg_tensor_shape(a)[d] != cg_tensor_shape(b)[d]) return 0;
+    return memcmp(cg_tensor_data(a), cg_tensor_data(b), cg_tensor_nbytes(a)) == 0;
+}
+
+START_TEST(test_prefetch_logic_matches_sync) {
+    cgt_rand r = cgt_rand_make("loader_prefetch");
+    cg_backend fb = fake_backend();
+    for (int trial = 0; trial < 16; trial++) {
+        int64_t n = cgt_randint(&r, 1, 120), f = cgt_randint(&r, 1, 4), bs = cgt_randint(&r, 1, 30);
+        int drop = trial & 1, with_y = (trial >> 1) & 1, set_ep = (trial >> 2) & 1, fail = (trial >> 3) & 1;
+        cg_tensor *x, *y;
+        make_data(n, f, &x, &y);
+        cg_dataset *ds;
+        CGT_OK(cg_dataset_from_tensors(x, with_y ? y : NULL, &ds));
+        cg_loader_opts o = {.batch_size = bs, .shuffle = trial % 3 != 0, .seed = cgt_next(&r), .drop_last = drop,
+                            .device = CG_CPU};
+        cg_loader *ref, *pf;
+        CGT_OK(cg_loader_create(ds, &o, &ref));
+        CGT_OK(cg_loader_create(ds, &o, &pf));
+        CGT_OK(cg__loader_use_backend(pf, &fb));
+        if (fail) fake_fail_at = fake_issued + cgt_randint(&r, 0, 6); /* one upload fails: redone next call */
+        int64_t calls = 3 * (cg_loader_num_batches(ref) + 1) + 2;
+        for (int64_t c = 0; c < calls; c++) {
+            if (set_ep && c % 7 == 3) { /* jumps: mid-epoch restarts drop the prefetched batch */
+                uint64_t e = cg_loader_epoch(ref) + (uint64_t)(c % 2);
+                CGT_OK(cg_loader_set_epoch(ref, e));
+                CGT_OK(cg_loader_set_epoch(pf, e));
+            }
+            cg_tensor *ax, *ay, *bx, *by;
+            CGT_OK(cg_loader_next(ref, &ax, &ay));
+            cg_status st = cg_loader_next(pf, &bx, &by);
+            if (st != CG_OK) { /* the injected failure hit an on-demand upload: reported, state kept */
+                ck_assert_int_eq(st, CG_E_CUDA);
+                ck_assert(fail);
+                CGT_OK(cg_loader_next(pf, &bx, &by));
+            }
+            ck_assert_msg(same_tensor(ax, bx), "trial %d call %lld: x differs", trial, (long long)c);
+            ck_assert_msg(same_tensor(ay, by), "trial %d call %lld: y differs", trial, (long long)c);
+            ck_assert_int_eq((int64_t)cg_loader_epoch(ref), (int64_t)cg_loader_epoch(pf));
+            cg_tensor_release(ax);
+            cg_tensor_release(ay);
+            cg_tensor_release(bx);
+            cg_tensor_release(by);
+        }
+        fake_fail_at = -1;
+        cg_loader_free(pf); /* usually with a batch prefetched: waits, frees everything */
+        ck_assert_int_eq(fake_pinned, 0);
+        ck_assert_int_eq(fake_events, 0);
+        ck_assert_int_eq(fake_hsync, fake_issued);
+        cg_loader_free(ref);
+        cg_dataset_free(ds);
+        cg_tensor_release(x);
+        cg_tensor_release(y);
+    }
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("loader");
     TCase *tc = tcase_create("core");
@@ -230,6 +390,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_no_shuffle_and_errors);
     tcase_add_test(tc, test_standardize);
     tcase_add_test(tc, test_scope_handoff);
+    tcase_add_test(tc, test_prefetch_logic_matches_sync);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -30,17 +30,29 @@ typedef struct cg_loader_opts {
     uint64_t seed;      /* shuffle stream: epoch e uses the permutation drawn from (seed, e) */
     int drop_last;      /* 1: skip a last batch smaller than batch_size */
     cg_device device;   /* where batches are produced */
+    int no_prefetch;    /* 1: gather and copy each batch inside cg_loader_next, synchronously.
+                         * 0 (default): on a GPU the next batch is gathered into pinned host
+                         * memory and uploaded on a copy stream while the current one computes;
+                         * no effect on the CPU. Batches and their order are the same either way. */
 } cg_loader_opts;
 
 typedef struct cg_loader cg_loader;
 
-/* The loader keeps a reference to nothing but ds: ds must outlive it. */
+/* The loader keeps a reference to nothing but ds: ds must outlive it. With prefetch on a
+ * GPU it also holds two pinned staging buffers (2 x min(batch_size, N) samples of x and y)
+ * and up to one uploaded batch not yet handed out; cg_loader_free waits for uploads in
+ * flight and returns all of it. */
 CG_API cg_status cg_loader_create(const cg_dataset *ds, const cg_loader_opts *opts, cg_loader **out);
 CG_API void cg_loader_free(cg_loader *l); /* NULL is fine */
 
 /* Next batch of the current epoch: *x (B, ...) and *y (B, ...) (NULL when the dataset has
  * no y) as new tensors the caller owns. At the end of the epoch returns CG_OK with *x and *y
- * set to NULL and moves to the next epoch (new permutation when shuffling). */
+ * set to NULL and moves to the next epoch (new permutation when shuffling).
+ * With prefetch (see no_prefetch) the batch was uploaded during the previous call; the
+ * device's compute stream is made to wait for that upload (the host does not), and the
+ * upload of the following batch is issued before returning. A failed prefetch is not
+ * reported by the call that issued it: the next call redoes that batch and returns the
+ * error if it recurs. */
 CG_API cg_status cg_loader_next(cg_loader *l, cg_tensor **x, cg_tensor **y);
 /* Restart at the beginning of epoch `epoch` (its permutation is fixed by seed and epoch). */
 CG_API cg_status cg_loader_set_epoch(cg_loader *l, uint64_t epoch);

@@ -1,9 +1,20 @@
 /* In-memory datasets and the batching loader. Batches are gathered on the host from
- * contiguous copies of the dataset, then moved to the loader's device. (A CUDA backend
- * can later gather into pinned staging and copy asynchronously behind the same API.) */
+ * contiguous copies of the dataset, then moved to the loader's device.
+ *
+ * Prefetch (devices whose backend has the upload entries, i.e. CUDA; off with
+ * opts.no_prefetch): two slots, each with pinned staging for x and y and one event.
+ * cg_loader_next hands out batch k, whose upload was issued by the previous call (the
+ * compute stream is made to wait on its event first: no host wait), then gathers batch
+ * k+1 into the other slot's pinned buffers (after waiting for that slot's previous upload)
+ * and issues its upload into fresh device tensors. A prefetched batch is tagged with the
+ * (epoch, position) it belongs to and only handed out when the loader is at that place, so
+ * the batches and their order are exactly those of the synchronous path; otherwise it is
+ * dropped and the batch gathered on demand. A failed prefetch is dropped too (the next
+ * call redoes the batch and reports the error if it recurs). */
 #include <stdlib.h>
 #include <string.h>
 
+#include "../backend.h"
 #include "../io/io_internal.h"
 #include "../philox.h"
 #include "cgrad/data.h"
@@ -13,12 +24,28 @@ struct cg_dataset {
     int64_t n;
 };
 
+typedef struct pf_slot {
+    void *hx, *hy;      /* pinned staging, room for min(batch_size, N) rows each */
+    void *ev;           /* recorded by this slot's last uploads (x then y, one copy stream) */
+    int recorded;       /* ev covers uploads the host has not waited for */
+    cg_tensor *dx, *dy; /* uploaded (or in flight), not handed out yet; NULL: none */
+    uint64_t epoch;     /* the batch dx holds: (epoch, pos) */
+    int64_t pos;
+} pf_slot;
+
 struct cg_loader {
     const cg_dataset *ds;
     cg_loader_opts o;
     int64_t *perm; /* NULL when not shuffling */
     uint64_t epoch;
     int64_t pos;
+    /* prefetch */
+    int pf;                /* 0 undecided, 1 on, -1 off (synchronous path) */
+    const cg_backend *be;  /* the device's backend when pf == 1 */
+    pf_slot slot[2];
+    int turn;              /* slot the next upload goes into */
+    int pending;           /* slot holding the prefetched batch, -1 none */
+    size_t row_x, row_y;   /* bytes per sample */
 };
 
 /* A contiguous CPU tensor holding t's values: t itself (retained) when it already is one. */
@@ -104,6 +131,7 @@ cg_status cg_loader_create(const cg_dataset *ds, const cg_loader_opts *opts, cg_
     if (!l) return CG_FAIL(CG_E_OOM, "cg_loader_create: out of memory");
     l->ds = ds;
     l->o = *opts;
+    l->pending = -1;
     if (opts->shuffle) {
         l->perm = malloc((size_t)(ds->n ? ds->n : 1) * sizeof *l->perm);
         if (!l->perm) {
@@ -121,16 +149,50 @@ cg_status cg_loader_create(const cg_dataset *ds, const cg_loader_opts *opts, cg_
     return CG_OK;
 }
 
+static void pf_release(cg_loader *l) {
+    int dev = l->o.device.index;
+    for (int i = 0; i < 2; i++) {
+        pf_slot *s = &l->slot[i];
+        /* host-wait the uploads: pinned memory and device blocks are then free to go */
+        if (s->recorded) (void)l->be->event_sync(dev, s->ev);
+        cg_tensor_release(s->dx);
+        cg_tensor_release(s->dy);
+        l->be->pinned_free(dev, s->hx);
+        l->be->pinned_free(dev, s->hy);
+        l->be->event_free(dev, s->ev);
+        memset(s, 0, sizeof *s);
+    }
+    l->pending = -1;
+}
+
 void cg_loader_free(cg_loader *l) {
     if (!l) return;
+    if (l->pf == 1) pf_release(l);
     free(l->perm);
     free(l);
+}
+
+/* Drops slot s's batch: the compute stream waits for its upload first, so the device
+ * blocks go back to the stream-ordered allocator only once the copy cannot touch them. */
+static void pf_drop(cg_loader *l, pf_slot *s) {
+    if (!s->dx && !s->dy) return;
+    int dev = l->o.device.index;
+    if (s->recorded && l->be->wait_event(dev, s->ev) != CG_OK && l->be->event_sync(dev, s->ev) == CG_OK)
+        s->recorded = 0;
+    cg_tensor_release(s->dx);
+    cg_tensor_release(s->dy);
+    s->dx = s->dy = NULL;
+    if (l->pending == (int)(s - l->slot)) l->pending = -1;
 }
 
 cg_status cg_loader_set_epoch(cg_loader *l, uint64_t epoch) {
     CG_ARG_NOT_NULL(l, "cg_loader_set_epoch");
     l->epoch = epoch;
-    return start_epoch(l);
+    CG_TRY(start_epoch(l));
+    /* a batch prefetched for (epoch, 0) stays valid: the permutation is fixed by (seed, epoch) */
+    if (l->pending >= 0 && (l->slot[l->pending].epoch != l->epoch || l->slot[l->pending].pos != 0))
+        pf_drop(l, &l->slot[l->pending]);
+    return CG_OK;
 }
 
 uint64_t cg_loader_epoch(const cg_loader *l) { return l ? l->epoch : 0; }
@@ -141,7 +203,23 @@ int64_t cg_loader_num_batches(const cg_loader *l) {
     return l->o.drop_last ? n / b : (n + b - 1) / b;
 }
 
-/* Rows idx[0..b) of src (contiguous CPU, (N, ...)) into a new (b, ...) tensor on dev. */
+/* Rows perm[start..start+b) (or start.. without perm) of src (contiguous CPU, (N, ...))
+ * into dst, row bytes each. */
+static void gather_rows(const cg_tensor *src, const int64_t *perm, int64_t start, int64_t b, size_t row, void *dst) {
+    if (row == 0) return;
+    const char *s = cg__ptr(src);
+    char *d = dst;
+    for (int64_t i = 0; i < b; i++) {
+        int64_t r = perm ? perm[start + i] : start + i;
+        memcpy(d + (size_t)i * row, s + (size_t)r * row, row);
+    }
+}
+
+static size_t row_bytes(const cg_tensor *src) {
+    return src->shape[0] ? cg_tensor_nbytes(src) / (size_t)src->shape[0] : 0;
+}
+
+/* Rows of src into a new (b, ...) tensor on dev (synchronous path). */
 static cg_status gather(const cg_tensor *src, const int64_t *perm, int64_t start, int64_t b, cg_device dev,
                         cg_tensor **out) {
     int64_t shape[CG_MAX_DIMS];
@@ -149,40 +227,157 @@ static cg_status gather(const cg_tensor *src, const int64_t *perm, int64_t start
     shape[0] = b;
     cg_tensor *t;
     CG_TRY(cg__tensor_new(shape, src->ndim, src->dtype, CG_CPU, &t));
-    size_t row = src->shape[0] ? cg_tensor_nbytes(src) / (size_t)src->shape[0] : 0;
-    const char *s = cg__ptr(src);
-    char *d = cg_tensor_data(t);
-    for (int64_t i = 0; i < b; i++) {
-        int64_t r = perm ? perm[start + i] : start + i;
-        memcpy(d + (size_t)i * row, s + (size_t)r * row, row);
-    }
+    gather_rows(src, perm, start, b, row_bytes(src), cg_tensor_data(t));
     cg_status st = cg__move_fresh(&t, dev);
     if (st != CG_OK) return st;
     *out = t;
     return CG_OK;
 }
 
+static void pf_setup(cg_loader *l, const cg_backend *be);
+
+/* Decides once whether this loader prefetches, and sets up the slots if so. Fails only
+ * when the device itself is unusable; missing pinned memory means the synchronous path. */
+static cg_status pf_init(cg_loader *l) {
+    if (l->pf) return CG_OK;
+    l->pf = -1;
+    if (l->o.device.type == CG_DEVICE_CPU || l->o.no_prefetch || l->ds->n == 0) return CG_OK;
+    const cg_backend *be = cg__backend(l->o.device);
+    if (!be) {
+        l->pf = 0; /* undecided: ask again next time */
+        return CG_E_DEVICE; /* cg__backend recorded why */
+    }
+    pf_setup(l, be);
+    return CG_OK;
+}
+
+/* Slots for backend be; leaves l->pf at -1 when be lacks the entries or memory is short. */
+static void pf_setup(cg_loader *l, const cg_backend *be) {
+    l->pf = -1;
+    if (!be->upload_async || !be->pinned_alloc || !be->pinned_free || !be->event_create || !be->event_free ||
+        !be->wait_event || !be->event_sync)
+        return;
+    l->be = be;
+    l->row_x = row_bytes(l->ds->x);
+    l->row_y = l->ds->y ? row_bytes(l->ds->y) : 0;
+    size_t rows = (size_t)(l->o.batch_size < l->ds->n ? l->o.batch_size : l->ds->n);
+    int dev = l->o.device.index;
+    cg_status st = CG_OK;
+    for (int i = 0; i < 2 && st == CG_OK; i++) {
+        pf_slot *s = &l->slot[i];
+        st = be->event_create(dev, &s->ev);
+        if (st == CG_OK) st = be->pinned_alloc(dev, rows * l->row_x, &s->hx);
+        if (st == CG_OK) st = be->pinned_alloc(dev, rows * l->row_y, &s->hy);
+    }
+    l->pf = 1;
+    if (st != CG_OK) { /* e.g. the pinned-memory limit: fall back to synchronous copies */
+        pf_release(l);
+        l->pf = -1;
+        l->be = NULL;
+    }
+}
+
+cg_status cg__loader_use_backend(cg_loader *l, const cg_backend *be) {
+    CG_ARG_NOT_NULL(l, "cg__loader_use_backend");
+    CG_ARG_NOT_NULL(be, "cg__loader_use_backend");
+    if (l->pf) return CG_FAIL(CG_E_INVALID, "cg__loader_use_backend: call it before the first cg_loader_next");
+    if (l->ds->n == 0) return CG_OK;
+    pf_setup(l, be);
+    if (l->pf != 1) return CG_FAIL(CG_E_INVALID, "cg__loader_use_backend: backend lacks upload entries or memory");
+    return CG_OK;
+}
+
+/* Gathers the batch at (epoch, pos) of b rows into slot `turn` and issues its upload. */
+static cg_status pf_issue(cg_loader *l, int64_t b) {
+    int dev = l->o.device.index;
+    pf_slot *s = &l->slot[l->turn];
+    pf_drop(l, s);
+    if (s->recorded) { /* the pinned buffers may still be read by the slot's last upload */
+        CG_TRY(l->be->event_sync(dev, s->ev));
+        s->recorded = 0;
+    }
+    const cg_tensor *src[2] = {l->ds->x, l->ds->y};
+    void *host[2] = {s->hx, s->hy};
+    size_t row[2] = {l->row_x, l->row_y};
+    cg_tensor *dst[2] = {NULL, NULL};
+    cg_status st = CG_OK;
+    for (int k = 0; k < 2 && st == CG_OK && src[k]; k++) {
+        int64_t shape[CG_MAX_DIMS];
+        memcpy(shape, src[k]->shape, sizeof shape);
+        shape[0] = b;
+        gather_rows(src[k], l->perm, l->pos, b, row[k], host[k]);
+        st = cg__tensor_new(shape, src[k]->ndim, src[k]->dtype, l->o.device, &dst[k]);
+        if (st == CG_OK) st = l->be->upload_async(dev, cg__ptr(dst[k]), host[k], (size_t)b * row[k], s->ev);
+        if (st == CG_OK) s->recorded = 1;
+    }
+    s->dx = dst[0];
+    s->dy = dst[1];
+    if (st != CG_OK) {
+        pf_drop(l, s); /* an x upload may be in flight: the drop orders the blocks after it */
+        return st;
+    }
+    s->epoch = l->epoch;
+    s->pos = l->pos;
+    l->pending = l->turn;
+    l->turn ^= 1;
+    return CG_OK;
+}
+
+/* Rows in the batch at the current position, 0 at the end of the epoch. */
+static int64_t batch_rows(const cg_loader *l) {
+    int64_t left = l->ds->n - l->pos;
+    int64_t b = left < l->o.batch_size ? left : l->o.batch_size;
+    return (b == 0 || (l->o.drop_last && b < l->o.batch_size)) ? 0 : b;
+}
+
+/* Issues the upload of the batch at the current position, if there is one. Errors are
+ * dropped here: the next cg_loader_next redoes the batch and reports them. */
+static void pf_ahead(cg_loader *l) {
+    int64_t b = batch_rows(l);
+    if (b > 0) (void)pf_issue(l, b);
+}
+
 cg_status cg_loader_next(cg_loader *l, cg_tensor **x, cg_tensor **y) {
     CG_ARG_NOT_NULL(l, "cg_loader_next");
     CG_ARG_NOT_NULL(x, "cg_loader_next");
-    int64_t n = l->ds->n, left = n - l->pos;
-    int64_t b = left < l->o.batch_size ? left : l->o.batch_size;
-    if (b == 0 || (l->o.drop_last && b < l->o.batch_size)) {
+    CG_TRY(pf_init(l));
+    int64_t b = batch_rows(l);
+    if (b == 0) {
         *x = NULL;
         if (y) *y = NULL;
         l->epoch++;
-        return start_epoch(l);
+        CG_TRY(start_epoch(l));
+        if (l->pf == 1) pf_ahead(l); /* the next epoch's first batch */
+        return CG_OK;
     }
     cg_tensor *bx = NULL, *by = NULL;
-    CG_TRY(gather(l->ds->x, l->perm, l->pos, b, l->o.device, &bx));
-    if (l->ds->y) {
-        cg_status s = gather(l->ds->y, l->perm, l->pos, b, l->o.device, &by);
-        if (s != CG_OK) {
-            cg_tensor_release(bx);
-            return s;
+    if (l->pf == 1) {
+        if (l->pending >= 0 && (l->slot[l->pending].epoch != l->epoch || l->slot[l->pending].pos != l->pos))
+            pf_drop(l, &l->slot[l->pending]);
+        if (l->pending < 0) CG_TRY(pf_issue(l, b)); /* nothing prefetched: upload it now */
+        pf_slot *s = &l->slot[l->pending];
+        cg_status st = l->be->wait_event(l->o.device.index, s->ev); /* compute stream waits for the copy */
+        if (st != CG_OK) {
+            pf_drop(l, s);
+            return st;
         }
+        bx = s->dx;
+        by = s->dy;
+        s->dx = s->dy = NULL;
+        l->pending = -1;
+        l->pos += b;
+        pf_ahead(l); /* batch k+1 transfers while batch k computes */
+    } else {
+        CG_TRY(gather(l->ds->x, l->perm, l->pos, b, l->o.device, &bx));
+        if (l->ds->y) {
+            cg_status s = gather(l->ds->y, l->perm, l->pos, b, l->o.device, &by);
+            if (s != CG_OK) {
+                cg_tensor_release(bx);
+                return s;
+            }
+        }
+        l->pos += b;
     }
-    l->pos += b;
     *x = cg__hand_out(bx);
     if (y) *y = by ? cg__hand_out(by) : NULL;
     else cg_tensor_release(by);
