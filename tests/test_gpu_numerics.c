@@ -3,7 +3,8 @@
  * 1, 3, 127, 1025, 4099 columns; split reductions), in f32 and f64; bit-exact dropout
  * masks, Philox draws and dtype conversions; NaN/Inf propagation; optimizer, BLAS-1
  * helpers, matmul precision modes, the cuDNN twins, determinism of reductions, and the
- * caching allocator (stats, reuse, empty_cache, OOM status).
+ * caching allocator (stats, reuse, empty_cache, OOM status); the data loader's prefetching
+ * uploads against the CPU loader, bit for bit.
  *
  * Poisoning: before each GPU run the allocator cache is stocked with NaN-filled blocks of
  * the sizes the op will ask for (bins are LIFO), so an output the kernel forgets to write
@@ -763,6 +764,98 @@ START_TEST(allocator_stats_reuse_and_oom) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------- data loader prefetch */
+
+/* A CPU copy of t (caller releases); NULL stays NULL. */
+static cg_tensor *to_host(const cg_tensor *t) {
+    if (!t) return NULL;
+    cg_tensor *h = NULL;
+    CGT_OK(cg_tensor_to(t, CG_CPU, &h));
+    return h;
+}
+
+static void assert_same_batch(cg_tensor *ref, cg_tensor *got, const char *what, int call) {
+    if (!ref || !got) {
+        ck_assert_msg(ref == got, "%s, call %d: one loader ended the epoch, the other did not", what, call);
+        return;
+    }
+    ck_assert_msg(cg_tensor_device(got).type == CG_DEVICE_CUDA, "%s, call %d: batch not on the GPU", what, call);
+    cg_tensor *h = to_host(got);
+    ck_assert_int_eq(cg_tensor_ndim(h), cg_tensor_ndim(ref));
+    for (int d = 0; d < cg_tensor_ndim(h); d++) ck_assert_int_eq(cg_tensor_shape(h)[d], cg_tensor_shape(ref)[d]);
+    ck_assert_int_eq(cg_tensor_dtype(h), cg_tensor_dtype(ref));
+    ck_assert_msg(memcmp(cg_tensor_data(h), cg_tensor_data(ref), cg_tensor_nbytes(ref)) == 0,
+                  "%s, call %d: batch differs from the CPU loader's", what, call);
+    cg_tensor_release(h);
+}
+
+/* Two epochs (plus the end-of-epoch returns) on cuda:0, prefetching and not, against the
+ * CPU loader bit for bit. Between calls the batch is used on the compute stream (x * 2,
+ * checked too) so uploads really overlap queued work; the allocator cache is stocked with
+ * NaN blocks of the batch sizes so a batch read before its upload landed shows up. */
+START_TEST(loader_prefetch_matches_cpu) {
+    cgt_rand r = cgt_rand_make("gpu_loader");
+    for (int trial = 0; trial < 8; trial++) {
+        int64_t n = trial == 0 ? 1 : cgt_randint(&r, 2, 3000), f = cgt_randint(&r, 1, 300);
+        int64_t bs = cgt_randint(&r, 1, trial < 4 ? 64 : 1024);
+        int drop = trial & 1, no_pf = trial == 6, with_y = trial != 3;
+        double *xv = randn_arr(&r, n * f, 0, 1);
+        double *yv = malloc((size_t)n * sizeof *yv);
+        for (int64_t i = 0; i < n; i++) yv[i] = (double)(i % 10);
+        int64_t xs[2] = {n, f}, ys[1] = {n};
+        cg_tensor *x = cgt_tensor(xv, xs, 2, CG_F32, CG_CPU), *y = cgt_tensor(yv, ys, 1, CG_I64, CG_CPU);
+        cg_dataset *ds;
+        CGT_OK(cg_dataset_from_tensors(x, with_y ? y : NULL, &ds));
+        cg_loader_opts o = {.batch_size = bs, .shuffle = trial % 3 != 2, .seed = cgt_next(&r), .drop_last = drop,
+                            .device = CG_CPU};
+        cg_loader *ref, *gl;
+        CGT_OK(cg_loader_create(ds, &o, &ref));
+        o.device = GPU;
+        o.no_prefetch = no_pf;
+        CGT_OK(cg_loader_create(ds, &o, &gl));
+        int64_t full = (bs < n ? bs : n) * f, part = (n % bs) * f;
+        int64_t pc[4] = {full, full, part, part};
+        poison_cache(pc, 4, CG_F32);
+        char what[96];
+        snprintf(what, sizeof what, "trial %d (n %lld, f %lld, bs %lld, drop %d, y %d, prefetch %d)", trial,
+                 (long long)n, (long long)f, (long long)bs, drop, with_y, !no_pf);
+        int calls = 2 * (int)(cg_loader_num_batches(ref) + 1) + 1; /* two epochs and a bit */
+        for (int c = 0; c < calls; c++) {
+            if (trial == 5 && c == calls / 2) { /* fit-style restart mid-way: drops the prefetch */
+                CGT_OK(cg_loader_set_epoch(ref, 1));
+                CGT_OK(cg_loader_set_epoch(gl, 1));
+            }
+            cg_tensor *ax, *ay, *gx, *gy;
+            CGT_OK(cg_loader_next(ref, &ax, &ay));
+            CGT_OK(cg_loader_next(gl, &gx, &gy));
+            ck_assert_int_eq((int64_t)cg_loader_epoch(ref), (int64_t)cg_loader_epoch(gl));
+            if (gx) { /* queue work on the batch before reading it back */
+                cg_tensor *g2 = NULL, *a2 = NULL;
+                CGT_OK(cg_scale(gx, 2.0, 0.0, &g2));
+                CGT_OK(cg_scale(ax, 2.0, 0.0, &a2));
+                assert_same_batch(a2, g2, what, c);
+                cg_tensor_release(g2);
+                cg_tensor_release(a2);
+            }
+            assert_same_batch(ax, gx, what, c);
+            assert_same_batch(ay, gy, what, c);
+            cg_tensor_release(ax);
+            cg_tensor_release(ay);
+            cg_tensor_release(gx);
+            cg_tensor_release(gy);
+        }
+        cg_loader_free(gl); /* with a batch in flight */
+        cg_loader_free(ref);
+        cg_dataset_free(ds);
+        cg_tensor_release(x);
+        cg_tensor_release(y);
+        free(xv);
+        free(yv);
+    }
+    CGT_OK(cg_cuda_synchronize(0));
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("gpu_numerics");
     TCase *tc = tcase_create("ops");
@@ -783,6 +876,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, blas1_helpers_match_cpu);
     tcase_add_test(tc, matmul_precisions);
     tcase_add_test(tc, allocator_stats_reuse_and_oom);
+    tcase_add_test(tc, loader_prefetch_matches_cpu);
     suite_add_tcase(s, tc);
     return s;
 }
