@@ -7,9 +7,10 @@
  * rounded inside cuBLAS, fp32 accumulation and output); f64 always uses COMPUTE_64F.
  *
  * Algorithm cache: the first call for a (device, M, N, K, ta, tb, dtype, precision,
- * epilogue) asks cublasLtMatmulAlgoGetHeuristic for the best algorithm under the context's
- * workspace; the answer (or "Lt refused") is kept in a small table. Refused shapes go to
- * cublasSgemm / cublasGemmEx / cublasDgemm. */
+ * epilogue, operand pointer alignments) asks cublasLtMatmulAlgoGetHeuristic for the best
+ * algorithm under the context's workspace and those alignments; the answer (or "Lt
+ * refused") is kept in a small table. Refused shapes go to cublasSgemm / cublasGemmEx /
+ * cublasDgemm. */
 #include <limits.h>
 #include <string.h>
 
@@ -21,6 +22,7 @@ typedef struct algo_key {
     int dev;
     int64_t M, N, K;
     int ta, tb, dt, prec, epi;
+    uint32_t align_a, align_b, align_c; /* pointer alignments (bytes, <= 256): the algorithm depends on them */
 } algo_key;
 
 typedef struct algo_entry {
@@ -68,6 +70,16 @@ static void lt_free(lt_call *l) {
     if (l->a) cublasLtMatrixLayoutDestroy(l->a);
     if (l->b) cublasLtMatrixLayoutDestroy(l->b);
     if (l->c) cublasLtMatrixLayoutDestroy(l->c);
+}
+
+/* Largest power of two <= 256 that divides the address. cuBLASLt's heuristic assumes
+ * 256-byte aligned operands unless told otherwise, and views (slice_rows, offsets) reach
+ * the matmul with pointers aligned only to their element size. */
+static uint32_t ptr_align(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    uint32_t al = 256;
+    while (al > 1 && (a & (al - 1))) al >>= 1;
+    return al;
 }
 
 static cublasComputeType_t compute_type(cg_dtype dt, int prec) {
@@ -154,6 +166,9 @@ cg_status cg_cuda_gemm_ex(cg_cuda_ctx *ctx, cg_dtype dt, int ta, int tb, int64_t
     key.dt = (int)dt;
     key.prec = prec;
     key.epi = (int)epi;
+    key.align_a = ptr_align(A);
+    key.align_b = ptr_align(B);
+    key.align_c = ptr_align(C);
     algo_entry e;
     int cached = cache_find(&key, &e);
     if (cached && e.refused) {
@@ -173,6 +188,19 @@ cg_status cg_cuda_gemm_ex(cg_cuda_ctx *ctx, cg_dtype dt, int ta, int tb, int64_t
         if (hs == CUBLAS_STATUS_SUCCESS)
             hs = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ctx->lt_ws_bytes,
                                                       sizeof ctx->lt_ws_bytes);
+        /* Lt's A is our B, Lt's B our A; C and D are the same buffer */
+        if (hs == CUBLAS_STATUS_SUCCESS)
+            hs = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.align_b,
+                                                      sizeof key.align_b);
+        if (hs == CUBLAS_STATUS_SUCCESS)
+            hs = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.align_a,
+                                                      sizeof key.align_a);
+        if (hs == CUBLAS_STATUS_SUCCESS)
+            hs = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.align_c,
+                                                      sizeof key.align_c);
+        if (hs == CUBLAS_STATUS_SUCCESS)
+            hs = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.align_c,
+                                                      sizeof key.align_c);
         if (hs == CUBLAS_STATUS_SUCCESS)
             hs = cublasLtMatmulAlgoGetHeuristic(ctx->lt, l.op, l.a, l.b, l.c, l.c, pref, 1, &res, &nres);
         if (pref) cublasLtMatmulPreferenceDestroy(pref);
