@@ -54,15 +54,7 @@ static cg_status host_contig(cg_tensor *t, cg_tensor **out) {
         *out = cg_tensor_retain(t);
         return CG_OK;
     }
-    cg_tensor *c;
-    CG_TRY(cg__tensor_new(t->shape, t->ndim, t->dtype, CG_CPU, &c));
-    cg_status s = cg_tensor_copy_(c, t);
-    if (s != CG_OK) {
-        cg_tensor_release(c);
-        return s;
-    }
-    *out = c;
-    return CG_OK;
+    return cg__tensor_copy_to(t, t->dtype, CG_CPU, out);
 }
 
 cg_status cg_dataset_from_tensors(cg_tensor *x, cg_tensor *y, cg_dataset **out) {
@@ -378,8 +370,8 @@ cg_status cg_loader_next(cg_loader *l, cg_tensor **x, cg_tensor **y) {
         }
         l->pos += b;
     }
-    *x = cg__hand_out(bx);
-    if (y) *y = by ? cg__hand_out(by) : NULL;
+    *x = cg__autorelease(bx);
+    if (y) *y = by ? cg__autorelease(by) : NULL;
     else cg_tensor_release(by);
     return CG_OK;
 }

@@ -88,8 +88,8 @@ cg_status cg_standardize_fit(const cg_tensor *x, cg_tensor **mean, cg_tensor **s
         cg_tensor_release(tm);
         return s;
     }
-    *mean = cg__hand_out(tm);
-    *std = cg__hand_out(ts);
+    *mean = cg__autorelease(tm);
+    *std = cg__autorelease(ts);
     return CG_OK;
 }
 

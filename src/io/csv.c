@@ -349,8 +349,8 @@ cg_status cg_csv_load_mem(const char *data, size_t n, const char *name, const cg
     if (st == CG_OK) st = cg__move_fresh(&tx, dev);
     if (st == CG_OK && ty) st = cg__move_fresh(&ty, dev);
     if (st == CG_OK) {
-        *x = cg__hand_out(tx);
-        if (y) *y = ty ? cg__hand_out(ty) : NULL;
+        *x = cg__autorelease(tx);
+        if (y) *y = ty ? cg__autorelease(ty) : NULL;
         tx = ty = NULL;
     }
 done:

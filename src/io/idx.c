@@ -272,7 +272,7 @@ static cg_status idx_read(idx_src *s, cg_idx_mode mode, cg_tensor **out) {
 static cg_status finish(cg_status st, cg_tensor *t, cg_device dev, cg_tensor **out) {
     if (st != CG_OK) return st;
     CG_TRY(cg__move_fresh(&t, dev));
-    *out = cg__hand_out(t);
+    *out = cg__autorelease(t);
     return CG_OK;
 }
 
@@ -374,8 +374,8 @@ cg_status cg_mnist_load(const char *dir, cg_split split, int unit_scale, cg_devi
         cg_tensor_release(y);
         return st;
     }
-    *images = cg__hand_out(x);
-    *labels = cg__hand_out(y);
+    *images = cg__autorelease(x);
+    *labels = cg__autorelease(y);
     return CG_OK;
 }
 

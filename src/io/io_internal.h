@@ -16,9 +16,6 @@ cg_status cg__read_file(const char *what, const char *path, uint8_t **buf, size_
  * dev replaces it (the CPU one is released either way on failure). Never autoreleased. */
 cg_status cg__move_fresh(cg_tensor **t, cg_device dev);
 
-/* Hands a tensor to the caller (registers it with the innermost open scope). */
-static inline cg_tensor *cg__hand_out(cg_tensor *t) { return cg__autorelease(t); }
-
 static inline int cg__host_is_le(void) {
     const uint16_t one = 1;
     return *(const uint8_t *)&one == 1;
