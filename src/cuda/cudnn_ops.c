@@ -13,6 +13,9 @@
 #include "cuda_internal.h"
 
 static int fits_int(int64_t v) { return v >= 0 && v <= 0x7fffffff; }
+/* cudnnSetTensor4dDescriptor refuses (NOT_SUPPORTED, an error, not a fallback) a tensor of
+ * 2^31 elements or more even when each dimension fits an int: check the product too. */
+static int fits_desc(int64_t n, int64_t c) { return fits_int(n) && fits_int(c) && fits_int(n * c); }
 
 typedef struct desc2 {
     cudnnTensorDescriptor_t x, p;
@@ -29,7 +32,7 @@ static cg_status nchw(cudnnTensorDescriptor_t *t, cudnnDataType_t ty, int64_t n,
 }
 
 cg_status cg_cudnn_softmax(cg_cuda_ctx *ctx, cg_dtype dt, int logsm, int64_t rows, int64_t d, const void *x, void *y) {
-    if (!ctx->dnn || (dt != CG_F32 && dt != CG_F64) || !fits_int(rows) || !fits_int(d) || rows == 0 || d == 0)
+    if (!ctx->dnn || (dt != CG_F32 && dt != CG_F64) || !fits_desc(rows, d) || rows == 0 || d == 0)
         return CG_E_UNSUPPORTED;
     desc2 ds = {0};
     cudnnDataType_t ty = dt == CG_F64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
@@ -50,7 +53,7 @@ cg_status cg_cudnn_softmax(cg_cuda_ctx *ctx, cg_dtype dt, int logsm, int64_t row
 
 cg_status cg_cudnn_softmax_bwd(cg_cuda_ctx *ctx, cg_dtype dt, int logsm, int64_t rows, int64_t d, const void *y,
                                const void *g, void *dx) {
-    if (!ctx->dnn || (dt != CG_F32 && dt != CG_F64) || !fits_int(rows) || !fits_int(d) || rows == 0 || d == 0)
+    if (!ctx->dnn || (dt != CG_F32 && dt != CG_F64) || !fits_desc(rows, d) || rows == 0 || d == 0)
         return CG_E_UNSUPPORTED;
     desc2 ds = {0};
     cudnnDataType_t ty = dt == CG_F64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
@@ -92,7 +95,7 @@ static cg_status params_or_default(int dev, cudaStream_t s, const cg_tensor *g, 
 static int bn_supported(cg_cuda_ctx *ctx, const cg_op_call *c) {
     const cg_tensor *x = c->in[0];
     if (!ctx->dnn || x->dtype != CG_F32 || x->ndim != 2) return 0;
-    if (!fits_int(x->shape[0]) || !fits_int(x->shape[1]) || x->shape[0] == 0 || x->shape[1] == 0) return 0;
+    if (!fits_desc(x->shape[0], x->shape[1]) || x->shape[0] == 0 || x->shape[1] == 0) return 0;
     if (c->p->eps < CUDNN_BN_MIN_EPSILON) return 0;
     if ((c->in[3] == NULL) != (c->in[4] == NULL)) return 0; /* cuDNN takes both running stats or neither */
     if (!c->aux[0] || !c->aux[1]) return 0;
