@@ -405,7 +405,10 @@ __global__ void rand_kernel(int64_t n, int dist, double a, double b, uint64_t se
         cg_philox4 r = cg_philox4x32_10(offset + (uint64_t)blk, seed);
         int64_t i0 = blk * 4;
         if (dist == 0) {
-            for (int j = 0; j < 4 && i0 + j < n; j++) y[i0 + j] = (T)(a + (b - a) * (double)cg_u01(r.v[j]));
+            // explicit _rn ops: nvcc would contract a + (b-a)*u into one fma, which rounds
+            // once where the CPU (no contraction in ISO C11 mode) rounds twice
+            for (int j = 0; j < 4 && i0 + j < n; j++)
+                y[i0 + j] = (T)__dadd_rn(a, __dmul_rn(b - a, (double)cg_u01(r.v[j])));
         } else {
             for (int j = 0; j < 4 && i0 + j < n; j += 2) {
                 double u1 = cg_u01_open0(r.v[j]), u2 = cg_u01(r.v[j + 1]);
