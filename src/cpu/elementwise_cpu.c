@@ -3,6 +3,7 @@
  * sums the gradient over the broadcast axes in a double scratch buffer. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cpu_kernels.h"
 
@@ -76,6 +77,11 @@ static void bcast_init(bcast *it, const cg_tensor *out, const cg_tensor *a, cons
             }                                                                                                 \
         }                                                                                                     \
     } while (0)
+
+/* (N, C) op (C): a walks both axes densely, b only the last one. */
+static int is_bias_bcast(const bcast *it) {
+    return it->nd == 2 && it->sa[0] == it->shape[1] && it->sa[1] == 1 && it->sb[0] == 0 && it->sb[1] == 1;
+}
 
 /* Double scratch for a gradient that is summed over broadcast axes, or NULL when g has
  * the output's element count (written directly). *fail is set on allocation failure. */
