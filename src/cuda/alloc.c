@@ -237,15 +237,18 @@ fail:
 }
 
 static cg_status copy_h2d(cg_cuda_ctx *ctx, pool *p, void *dst, const void *src, size_t nbytes) {
+    /* from the first queued copy on, later transfers must wait on the events before reusing
+       the buffers, even when this call fails half way */
+    int pending = p->stage_ok == 2;
+    p->stage_ok = 2;
     for (size_t off = 0, i = 0; off < nbytes; off += STAGE_BYTES, i++) {
         size_t len = nbytes - off < STAGE_BYTES ? nbytes - off : STAGE_BYTES;
         int b = (int)(i & 1);
-        if (i >= 2 || p->stage_ok == 2) CG_TRY(CG_CUDA_CALL(cudaEventSynchronize(p->stage_ev[b])));
+        if (i >= 2 || pending) CG_TRY(CG_CUDA_CALL(cudaEventSynchronize(p->stage_ev[b])));
         memcpy(p->stage[b], (const char *)src + off, len);
         CG_TRY(CG_CUDA_CALL(cudaMemcpyAsync((char *)dst + off, p->stage[b], len, cudaMemcpyHostToDevice, ctx->stream)));
         CG_TRY(CG_CUDA_CALL(cudaEventRecord(p->stage_ev[b], ctx->stream)));
     }
-    p->stage_ok = 2; /* events recorded: later transfers must wait on them before reuse */
     return CG_OK;
 }
 
@@ -254,6 +257,7 @@ static cg_status copy_d2h(cg_cuda_ctx *ctx, pool *p, void *dst, const void *src,
         CG_TRY(CG_CUDA_CALL(cudaEventSynchronize(p->stage_ev[0])));
         CG_TRY(CG_CUDA_CALL(cudaEventSynchronize(p->stage_ev[1])));
     }
+    p->stage_ok = 2; /* until every chunk below has drained (a failure leaves it so) */
     size_t prev_off = 0, prev_len = 0;
     int prev_b = -1;
     for (size_t off = 0, i = 0; off < nbytes; off += STAGE_BYTES, i++) {
