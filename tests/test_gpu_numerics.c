@@ -454,9 +454,12 @@ START_TEST(dropout_mask_matches_cpu_bitwise) {
 END_TEST
 
 START_TEST(rand_streams_match_cpu) {
-    for (int k = 0; k < 4; k++) {
+    /* k 0-1: uniform on [-1, 3) (exact arithmetic), 2-3: normal, 4-5: uniform on the bounds of a
+       Kaiming init (+-1/sqrt(3)), where a fused multiply-add would round differently */
+    for (int k = 0; k < 6; k++) {
         cg_dtype dt = k % 2 ? CG_F64 : CG_F32;
-        int normal = k >= 2;
+        int normal = k == 2 || k == 3;
+        double lo = k >= 4 ? -1.0 / sqrt(3.0) : -1.0, hi = k >= 4 ? 1.0 / sqrt(3.0) : 3.0;
         int64_t n = 4099;
         cg_rng a = cg_rng_make(1234 + (uint64_t)k), b = a;
         a.offset = b.offset = 77;
@@ -465,8 +468,8 @@ START_TEST(rand_streams_match_cpu) {
             CGT_OK(cg_tensor_rand_normal(&n, 1, dt, CG_CPU, 0.5, 2.0, &a, &tc));
             CGT_OK(cg_tensor_rand_normal(&n, 1, dt, GPU, 0.5, 2.0, &b, &tg));
         } else {
-            CGT_OK(cg_tensor_rand_uniform(&n, 1, dt, CG_CPU, -1.0, 3.0, &a, &tc));
-            CGT_OK(cg_tensor_rand_uniform(&n, 1, dt, GPU, -1.0, 3.0, &b, &tg));
+            CGT_OK(cg_tensor_rand_uniform(&n, 1, dt, CG_CPU, lo, hi, &a, &tc));
+            CGT_OK(cg_tensor_rand_uniform(&n, 1, dt, GPU, lo, hi, &b, &tg));
         }
         ck_assert(a.offset == b.offset);
         double *vc = cgt_read(tc), *vg = cgt_read(tg);
