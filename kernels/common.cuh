@@ -1,6 +1,6 @@
 // Shared device helpers for kernels/*.cu: launch sizing, fixed-order warp/block
-// reductions (deterministic: no atomics on float sums), dtype load/store with the same
-// conversion rules as src/cpu/convert_cpu.c (bit-exact f16/bf16 rounding).
+// reductions (deterministic: no atomics on float sums); dtype load/store comes from
+// src/dtype_convert.h, the same code the CPU backend runs (bit-exact f16/bf16 rounding).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -8,6 +8,7 @@
 
 #include "cgrad/common.h"
 #include "cuda/cuda_kernels.h"
+#include "dtype_convert.h"
 
 #define CG_THREADS 256
 
@@ -76,106 +77,4 @@ template <typename T> __device__ T cg_block_max(T v, T *sh) {
     return r;
 }
 
-// ---- dtype conversion, same rules as convert_cpu.c ----
-
-__device__ __forceinline__ uint16_t cg_f32_to_bf16(float f) {
-    uint32_t u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-__device__ __forceinline__ float cg_bf16_to_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
-
-__device__ __forceinline__ uint16_t cg_f32_to_f16(float f) {
-    uint32_t u = __float_as_uint(f);
-    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
-    uint32_t a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);
-    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);
-    if (a < 0x38800000u) {
-        if (a < 0x33000000u) return sign;
-        uint32_t e = a >> 23;
-        uint32_t m = (a & 0x7fffffu) | 0x800000u;
-        uint32_t shift = 126u - e;
-        uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
-        if (rem > half || (rem == half && (q & 1u))) q++;
-        return (uint16_t)(sign | q);
-    }
-    uint32_t r = a - 0x38000000u;
-    r += 0xfffu + ((r >> 13) & 1u);
-    return (uint16_t)(sign | (r >> 13));
-}
-
-__device__ __forceinline__ float cg_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    if (e == 0x1f) return __uint_as_float(sign | 0x7f800000u | (m << 13));
-    if (e == 0) {
-        float v = (float)m * (1.0f / 16777216.0f);
-        return sign ? -v : v;
-    }
-    return __uint_as_float(sign | ((e + 112u) << 23) | (m << 13));
-}
-
-__device__ __forceinline__ bool cg_is_int(int dt) { return dt == CG_I32 || dt == CG_I64 || dt == CG_U8; }
-
-__device__ __forceinline__ double cg_load_f(const char *p, int dt) {
-    switch (dt) {
-    case CG_F32: return *(const float *)p;
-    case CG_F64: return *(const double *)p;
-    case CG_F16: return cg_f16_to_f32(*(const uint16_t *)p);
-    case CG_BF16: return cg_bf16_to_f32(*(const uint16_t *)p);
-    case CG_I32: return *(const int32_t *)p;
-    case CG_I64: return (double)*(const int64_t *)p;
-    case CG_U8: return *(const uint8_t *)p;
-    default: return 0.0;
-    }
-}
-
-__device__ __forceinline__ int64_t cg_load_i(const char *p, int dt) {
-    switch (dt) {
-    case CG_I32: return *(const int32_t *)p;
-    case CG_I64: return *(const int64_t *)p;
-    case CG_U8: return *(const uint8_t *)p;
-    default: return 0;
-    }
-}
-
-__device__ __forceinline__ void cg_store_i(char *p, int dt, int64_t v) {
-    switch (dt) {
-    case CG_I32: *(int32_t *)p = (int32_t)(uint32_t)(uint64_t)v; break;
-    case CG_I64: *(int64_t *)p = v; break;
-    case CG_U8: *(uint8_t *)p = (uint8_t)(uint64_t)v; break;
-    default: break;
-    }
-}
-
-__device__ __forceinline__ void cg_store_f(char *p, int dt, double v) {
-    switch (dt) {
-    case CG_F32: *(float *)p = (float)v; break;
-    case CG_F64: *(double *)p = v; break;
-    case CG_F16: *(uint16_t *)p = cg_f32_to_f16((float)v); break;
-    case CG_BF16: *(uint16_t *)p = cg_f32_to_bf16((float)v); break;
-    case CG_I32: {
-        double c = v != v ? 0.0 : v < -2147483648.0 ? -2147483648.0 : v > 2147483647.0 ? 2147483647.0 : v;
-        *(int32_t *)p = (int32_t)c;
-        break;
-    }
-    case CG_U8: {
-        double c = v != v ? 0.0 : v < 0.0 ? 0.0 : v > 255.0 ? 255.0 : v;
-        *(uint8_t *)p = (uint8_t)c;
-        break;
-    }
-    case CG_I64: {
-        int64_t r;
-        if (v != v) r = 0;
-        else if (v >= 9223372036854775807.0) r = INT64_MAX;
-        else if (v <= -9223372036854775808.0) r = INT64_MIN;
-        else r = (int64_t)v;
-        *(int64_t *)p = r;
-        break;
-    }
-    default: break;
-    }
-}
+// ---- dtype conversion: src/dtype_convert.h, shared with the CPU backend ----

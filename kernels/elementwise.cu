@@ -361,7 +361,7 @@ extern "C" cudaError_t cg_cuda_fill(int dt, int64_t n, double value, void *y, cu
 
 __global__ void copy_strided_kernel(cg_cuda_copy_geom g, int ddt, int sdt, char *dst, const char *src) {
     int des = esize(ddt), ses = esize(sdt);
-    bool ints = cg_is_int(ddt) && cg_is_int(sdt);
+    bool ints = cg_dtype_is_int(ddt) && cg_dtype_is_int(sdt);
     CG_GRID_STRIDE(pos, g.n) {
         int64_t p = pos, od = 0, os = 0;
         for (int d = g.nd - 1; d >= 0; d--) {
