@@ -5,52 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "broadcast.h"
 #include "cpu_kernels.h"
-
-/* Output geometry with each input's element strides aligned to it (0 on broadcast axes);
- * adjacent axes that both inputs walk densely are merged. */
-typedef struct bcast {
-    int nd;
-    int64_t n;
-    int64_t shape[CG_MAX_DIMS];
-    int64_t sa[CG_MAX_DIMS], sb[CG_MAX_DIMS];
-} bcast;
-
-static void align_strides(const cg_tensor *t, const int64_t *oshape, int nd, int64_t *s) {
-    int off = nd - t->ndim;
-    int64_t acc = 1;
-    for (int d = nd - 1; d >= 0; d--) {
-        if (d < off) {
-            s[d] = 0;
-            continue;
-        }
-        int64_t dim = t->shape[d - off];
-        s[d] = (dim == 1 && oshape[d] != 1) ? 0 : acc;
-        acc *= dim;
-    }
-}
-
-static void bcast_init(bcast *it, const cg_tensor *out, const cg_tensor *a, const cg_tensor *b) {
-    int nd = out->ndim;
-    int64_t sa[CG_MAX_DIMS], sb[CG_MAX_DIMS];
-    align_strides(a, out->shape, nd, sa);
-    align_strides(b, out->shape, nd, sb);
-    it->n = cg__numel(out->shape, nd);
-    it->nd = 0;
-    for (int d = 0; d < nd; d++) {
-        int k = it->nd;
-        if (k > 0 && it->sa[k - 1] == sa[d] * out->shape[d] && it->sb[k - 1] == sb[d] * out->shape[d]) {
-            it->shape[k - 1] *= out->shape[d]; /* merge into the previous axis */
-            it->sa[k - 1] = sa[d];
-            it->sb[k - 1] = sb[d];
-            continue;
-        }
-        it->shape[k] = out->shape[d];
-        it->sa[k] = sa[d];
-        it->sb[k] = sb[d];
-        it->nd++;
-    }
-}
 
 /* Runs the statement(s) given after `it` for every output element, with `pos` (output
  * index), `ia` and `ib` (input indices) in scope. */
@@ -79,7 +35,7 @@ static void bcast_init(bcast *it, const cg_tensor *out, const cg_tensor *a, cons
     } while (0)
 
 /* (N, C) op (C): a walks both axes densely, b only the last one. */
-static int is_bias_bcast(const bcast *it) {
+static int is_bias_bcast(const cg_bcast *it) {
     return it->nd == 2 && it->sa[0] == it->shape[1] && it->sa[1] == 1 && it->sb[0] == 0 && it->sb[1] == 1;
 }
 

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <cuda_runtime_api.h>
 
+#include "broadcast.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -18,14 +20,8 @@ extern "C" {
 
 /* ---- elementwise.cu ---- */
 
-/* Broadcast geometry of a binary op: output shape (merged axes) and the element strides of
- * a and b aligned to it (0 on broadcast axes). */
-typedef struct cg_cuda_bcast {
-    int nd;
-    int64_t n;
-    int64_t shape[CG_CUDA_MAX_DIMS];
-    int64_t sa[CG_CUDA_MAX_DIMS], sb[CG_CUDA_MAX_DIMS];
-} cg_cuda_bcast;
+/* Broadcast geometry of a binary op (src/broadcast.h, shared with the CPU backend). */
+typedef cg_bcast cg_cuda_bcast;
 
 enum { CG_CUDA_ADD = 0, CG_CUDA_SUB, CG_CUDA_MUL, CG_CUDA_DIV };
 

@@ -69,43 +69,6 @@ static cg_status matmul_bwd(const cg_op_call *c, const cg_tensor *gout, cg_tenso
 
 /* ---------------------------------------------------------------- broadcast binary */
 
-static void align_strides(const cg_tensor *t, const int64_t *oshape, int nd, int64_t *s) {
-    int off = nd - t->ndim;
-    int64_t acc = 1;
-    for (int d = nd - 1; d >= 0; d--) {
-        if (d < off) {
-            s[d] = 0;
-            continue;
-        }
-        int64_t dim = t->shape[d - off];
-        s[d] = (dim == 1 && oshape[d] != 1) ? 0 : acc;
-        acc *= dim;
-    }
-}
-
-/* the CPU's bcast_init: merged axes, a's and b's strides (0 on broadcast axes) */
-static void bcast_init(cg_cuda_bcast *it, const int64_t *oshape, int nd, const cg_tensor *a, const cg_tensor *b) {
-    int64_t sa[CG_MAX_DIMS], sb[CG_MAX_DIMS];
-    align_strides(a, oshape, nd, sa);
-    align_strides(b, oshape, nd, sb);
-    memset(it, 0, sizeof *it);
-    it->n = cg__numel(oshape, nd);
-    for (int d = 0; d < nd; d++) {
-        if (oshape[d] == 1) continue;
-        int k = it->nd;
-        if (k > 0 && it->sa[k - 1] == sa[d] * oshape[d] && it->sb[k - 1] == sb[d] * oshape[d]) {
-            it->shape[k - 1] *= oshape[d];
-            it->sa[k - 1] = sa[d];
-            it->sb[k - 1] = sb[d];
-            continue;
-        }
-        it->shape[k] = oshape[d];
-        it->sa[k] = sa[d];
-        it->sb[k] = sb[d];
-        it->nd++;
-    }
-}
-
 static int binop(cg_op op) {
     return op == CG_OP_ADD ? CG_CUDA_ADD : op == CG_OP_SUB ? CG_CUDA_SUB : op == CG_OP_MUL ? CG_CUDA_MUL : CG_CUDA_DIV;
 }
@@ -114,7 +77,7 @@ static cg_status binary_fwd(const cg_op_call *c) {
     CG_TRY(need_float(c, c->out->dtype));
     CTX(c->out);
     cg_cuda_bcast g;
-    bcast_init(&g, c->out->shape, c->out->ndim, c->in[0], c->in[1]);
+    cg_bcast_init(&g, c->out->shape, c->out->ndim, c->in[0]->shape, c->in[0]->ndim, c->in[1]->shape, c->in[1]->ndim);
     return CG_CUDA_CALL(cg_cuda_binary((int)c->out->dtype, binop(c->op), &g, ptr(c->in[0]), ptr(c->in[1]), ptr(c->out),
                                   ctx->stream));
 }
@@ -188,7 +151,7 @@ static cg_status binary_bwd(const cg_op_call *c, const cg_tensor *gout, cg_tenso
     const cg_tensor *sa = gin[0] ? gin[0] : c->in[0] ? c->in[0] : gout;
     const cg_tensor *sb = gin[1] ? gin[1] : c->in[1] ? c->in[1] : gout;
     cg_cuda_bcast g;
-    bcast_init(&g, gout->shape, gout->ndim, sa, sb);
+    cg_bcast_init(&g, gout->shape, gout->ndim, sa->shape, sa->ndim, sb->shape, sb->ndim);
     int64_t n = g.n;
     size_t es = cg_dtype_size(dt);
     void *full[2] = {NULL, NULL};
