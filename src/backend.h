@@ -1,9 +1,10 @@
 /* The backend interface: one table of function pointers per device type.
  *
- * Kernels receive contiguous tensors on the backend's device. Forward kernels write
- * (=) c->out and c->aux. Backward kernels write (=) gin[i] for each non-NULL gin[i];
- * gin[i] has the shape of input i (broadcast inputs get their gradient reduced), so the
- * engine only has to add it into the accumulated gradient. */
+ * Kernels receive contiguous tensors on the backend's device, with shapes, dtypes and
+ * options already validated by ops.c; they check only what depends on the data (a label
+ * out of range). Forward kernels write (=) c->out and c->aux. Backward kernels write (=)
+ * gin[i] for each non-NULL gin[i]; gin[i] has the shape of input i (broadcast inputs get
+ * their gradient reduced), so the engine only has to add it into the accumulated gradient. */
 #ifndef CG_BACKEND_H
 #define CG_BACKEND_H
 

@@ -330,24 +330,9 @@ static cg_status layernorm_bwd(const cg_op_call *c, const cg_tensor *gout, cg_te
     return st;
 }
 
-static cg_status bn_check(const cg_op_call *c, const cg_tensor *x) {
-    if (x->ndim != 2) {
-        char b[96];
-        return CG_FAIL(CG_E_SHAPE, "batchnorm: x must be (N, C), got %s", cg__shape_str(x->shape, x->ndim, b, sizeof b));
-    }
-    if (c->p->training && x->shape[0] <= 1)
-        return CG_FAIL(CG_E_SHAPE, "batchnorm: training needs more than 1 row per channel (got N = %lld)",
-                       (long long)x->shape[0]);
-    return CG_OK;
-}
-
 static cg_status batchnorm_fwd(const cg_op_call *c) {
     CG_TRY(need_float(c, c->out->dtype));
     const cg_tensor *x = c->in[0];
-    CG_TRY(bn_check(c, x));
-    if (!c->p->training && (!c->in[3] || !c->in[4]))
-        return CG_FAIL(CG_E_INVALID, "batchnorm: eval mode needs running_mean and running_var; pass them or use "
-                                     "training mode");
     int64_t N = x->shape[0], C = x->shape[1];
     CTX(c->out);
     if (cg_cuda_impl_now() == CG_IMPL_CUDNN) {
@@ -373,7 +358,6 @@ static cg_status batchnorm_bwd(const cg_op_call *c, const cg_tensor *gout, cg_te
     const cg_tensor *x = c->in[0];
     if (!x) return CG_FAIL(CG_E_INTERNAL, "batchnorm backward: saved input missing");
     if (!c->aux[0] || !c->aux[1]) return CG_FAIL(CG_E_INTERNAL, "batchnorm backward: mean/rstd buffers missing");
-    CG_TRY(bn_check(c, gout));
     int64_t N = x->shape[0], C = x->shape[1];
     CTX(gout);
     if (cg_cuda_impl_now() == CG_IMPL_CUDNN) {
