@@ -132,8 +132,13 @@ cg_status bw_kernel(cg_node *n, const cg_tensor *gout, cg_tensor **gin) {
     cg_status st = CG_OK;
     cg_op_call c = {.op = n->op, .p = &n->p, .n_in = n->n_in, .out = n->out, .n_aux = n->n_aux};
     for (int k = 0; k < n->n_aux; k++) c.aux[k] = n->aux[k];
-    for (int i = 0; i < n->n_in; i++)
-        if (n->in[i]) CG_CHECK_GOTO(cg__tensor_contiguous(n->in[i], &c.in[i]));
+    /* inputs the rule reads must be contiguous; the others only lend their shape */
+    unsigned saves = cg_op_table[n->op].saves;
+    for (int i = 0; i < n->n_in; i++) {
+        if (!n->in[i]) continue;
+        if (saves & SAVE_IN(i)) CG_CHECK_GOTO(cg__tensor_contiguous(n->in[i], &c.in[i]));
+        else c.in[i] = cg_tensor_retain(n->in[i]);
+    }
     for (int i = 0; i < n->n_in; i++)
         if (gin[i]) CG_CHECK_GOTO(cg__tensor_new_like(n->in[i], &gin[i]));
     CG_CHECK_GOTO(be->backward[n->op](&c, gout, gin));
