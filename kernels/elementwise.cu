@@ -455,34 +455,28 @@ extern "C" cudaError_t cg_cuda_scal(int dt, int64_t n, double alpha, void *y, cu
 
 // ---------------------------------------------------------------- optimizer
 
-// kind: 0 SGD, 1 Adam, 2 AdamW (cg_optim_kind). Double math, stored in T.
+// One update of every element: the rules of src/optim_math.h, shared with the CPU backend
+// (same expression, explicitly rounded operations), double math, stored in T.
 template <typename T>
-__global__ void optim_kernel(int64_t n, cg_cuda_optim_args a, T *__restrict__ p, const T *__restrict__ g,
+__global__ void optim_kernel(int64_t n, cg_optim_coef k, T *__restrict__ p, const T *__restrict__ g,
                              T *__restrict__ m, T *__restrict__ v) {
     CG_GRID_STRIDE(i, n) {
-        if (a.kind == 0) {
-            double gi = a.weight_decay != 0.0 ? (double)g[i] + a.weight_decay * (double)p[i] : (double)g[i];
-            if (m) {
-                double b = a.first_step ? gi : a.momentum * (double)m[i] + (1.0 - a.dampening) * gi;
-                m[i] = (T)b;
-                gi = a.nesterov ? gi + a.momentum * b : b;
-            }
-            p[i] = (T)((double)p[i] - a.lr * gi);
+        double pi = (double)p[i];
+        if (k.kind == 0) {
+            double bi = m ? (double)m[i] : 0.0;
+            cg_sgd_elem(&k, &pi, (double)g[i], &bi, m != NULL);
+            if (m) m[i] = (T)bi;
         } else {
-            double decay = a.kind == 2 ? 1.0 - a.lr * a.weight_decay : 1.0;
-            double l2 = a.kind == 1 ? a.weight_decay : 0.0;
-            double pi = (double)p[i] * decay;
-            double gi = l2 != 0.0 ? (double)g[i] + l2 * (double)p[i] : (double)g[i];
-            double mi = a.beta1 * (double)m[i] + (1.0 - a.beta1) * gi;
-            double vi = a.beta2 * (double)v[i] + (1.0 - a.beta2) * gi * gi;
+            double mi = (double)m[i], vi = (double)v[i];
+            cg_adam_elem(&k, &pi, (double)g[i], &mi, &vi);
             m[i] = (T)mi;
             v[i] = (T)vi;
-            p[i] = (T)(pi - a.lr * (mi / a.bc1) / (sqrt(vi / a.bc2) + a.eps));
         }
+        p[i] = (T)pi;
     }
 }
 
-extern "C" cudaError_t cg_cuda_optim(int dt, int64_t n, const cg_cuda_optim_args *a, void *p, const void *g, void *m,
+extern "C" cudaError_t cg_cuda_optim(int dt, int64_t n, const cg_optim_coef *a, void *p, const void *g, void *m,
                                      void *v, cudaStream_t s) {
     if (n == 0) return cudaSuccess;
     CG_DISPATCH_FLOAT(dt, T, {

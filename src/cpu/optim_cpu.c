@@ -1,9 +1,10 @@
 /* CPU optimizer updates (SGD, Adam, AdamW) over flat f32/f64 buffers, PyTorch semantics
- * as documented on cg_optim_call in backend.h. Arithmetic in double, stored back in the
- * buffers' dtype. */
+ * as documented on cg_optim_call in backend.h. The per-element rules are in
+ * src/optim_math.h, shared with the CUDA kernel. */
 #include <math.h>
 
 #include "cpu_kernels.h"
+#include "optim_math.h"
 
 #define CG_CPU_TEMPLATE "optim_cpu.inc"
 #include "instantiate.h"

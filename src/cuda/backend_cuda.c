@@ -129,18 +129,6 @@ static cg_status optim_cuda(const cg_optim_call *c) {
     CG_TRY(need_float("optimizer", c->param->dtype));
     int64_t n = cg__numel(c->param->shape, c->param->ndim);
     CG_TRY(check_buf(c, c->grad, "grad", n));
-    cg_cuda_optim_args a;
-    memset(&a, 0, sizeof a);
-    a.kind = (int)c->kind;
-    a.lr = c->lr;
-    a.momentum = c->momentum;
-    a.dampening = c->dampening;
-    a.weight_decay = c->weight_decay;
-    a.beta1 = c->beta1;
-    a.beta2 = c->beta2;
-    a.eps = c->eps;
-    a.nesterov = c->nesterov;
-    a.first_step = c->step <= 1;
     void *m = NULL, *v = NULL;
     if (c->kind == CG_OPTIM_SGD) {
         if (c->momentum != 0.0) {
@@ -151,13 +139,13 @@ static cg_status optim_cuda(const cg_optim_call *c) {
         CG_TRY(check_buf(c, c->m, "exp_avg", n));
         CG_TRY(check_buf(c, c->v, "exp_avg_sq", n));
         if (c->step < 1) return CG_FAIL(CG_E_INVALID, "optimizer: step %lld must be >= 1", (long long)c->step);
-        a.bc1 = 1.0 - pow(c->beta1, (double)c->step);
-        a.bc2 = 1.0 - pow(c->beta2, (double)c->step);
         m = cg__ptr(c->m);
         v = cg__ptr(c->v);
     } else {
         return CG_FAIL(CG_E_INVALID, "optimizer: unknown kind %d", (int)c->kind);
     }
+    cg_optim_coef a = cg_optim_coef_make((int)c->kind, c->lr, c->momentum, c->dampening, c->weight_decay, c->beta1,
+                                         c->beta2, c->eps, c->nesterov, c->step);
     cg_cuda_ctx *ctx = NULL;
     CG_TRY(get_ctx(c->param, &ctx));
     return CG_CUDA_CALL(cg_cuda_optim((int)c->param->dtype, n, &a, cg__ptr(c->param), cg__ptr(c->grad), m, v, ctx->stream));

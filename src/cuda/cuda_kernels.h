@@ -11,6 +11,7 @@
 #include <cuda_runtime_api.h>
 
 #include "broadcast.h"
+#include "optim_math.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -72,13 +73,7 @@ cudaError_t cg_cuda_axpy(int dt, int64_t n, double alpha, const void *x, void *y
 cudaError_t cg_cuda_scal(int dt, int64_t n, double alpha, void *y, cudaStream_t s);
 
 /* One fused optimizer update over flat buffers; semantics of cg_optim_call (backend.h). */
-typedef struct cg_cuda_optim_args {
-    int kind; /* cg_optim_kind */
-    double lr, momentum, dampening, weight_decay, beta1, beta2, eps;
-    double bc1, bc2; /* 1 - beta^t */
-    int nesterov, first_step;
-} cg_cuda_optim_args;
-cudaError_t cg_cuda_optim(int dt, int64_t n, const cg_cuda_optim_args *a, void *p, const void *g, void *m, void *v,
+cudaError_t cg_cuda_optim(int dt, int64_t n, const cg_optim_coef *a, void *p, const void *g, void *m, void *v,
                           cudaStream_t s);
 
 /* ---- reduce.cu ---- */
