@@ -20,6 +20,8 @@ cg_status cg__set_error(cg_status s, const char *file, int line, const char *fmt
     ;
 /* Record a message and return the status: `return CG_FAIL(CG_E_SHAPE, "...", ...);` */
 #define CG_FAIL(status, ...) cg__set_error((status), __FILE__, __LINE__, __VA_ARGS__)
+/* Put back a message saved from cg_last_error() (after a failure that was handled). */
+void cg__restore_error(const char *msg);
 /* Propagate a failing status (its message is already recorded). */
 #define CG_TRY(expr)                                                                                          \
     do {                                                                                                      \

@@ -30,6 +30,8 @@ const char *cg_last_error(void) { return tl_error; }
 
 void cg_clear_error(void) { tl_error[0] = '\0'; }
 
+void cg__restore_error(const char *msg) { snprintf(tl_error, sizeof tl_error, "%s", msg ? msg : ""); }
+
 cg_status cg__set_error(cg_status s, const char *file, int line, const char *fmt, ...) {
     char msg[sizeof tl_error - 64];
     va_list ap;

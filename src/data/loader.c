@@ -11,6 +11,7 @@
  * the batches and their order are exactly those of the synchronous path; otherwise it is
  * dropped and the batch gathered on demand. A failed prefetch is dropped too (the next
  * call redoes the batch and reports the error if it recurs). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -326,7 +327,10 @@ static int64_t batch_rows(const cg_loader *l) {
  * dropped here: the next cg_loader_next redoes the batch and reports them. */
 static void pf_ahead(cg_loader *l) {
     int64_t b = batch_rows(l);
-    if (b > 0) (void)pf_issue(l, b);
+    if (b <= 0) return;
+    char saved[1024]; /* a dropped failure must not replace the message of the caller's last one */
+    snprintf(saved, sizeof saved, "%s", cg_last_error());
+    if (pf_issue(l, b) != CG_OK) cg__restore_error(saved);
 }
 
 cg_status cg_loader_next(cg_loader *l, cg_tensor **x, cg_tensor **y) {
