@@ -323,6 +323,8 @@ cg_status cg_softmax_cross_entropy(const cg_tensor *logits, const cg_tensor *lab
     if (logits->ndim != 2 || labels->ndim != 1 || labels->shape[0] != logits->shape[0])
         return CG_FAIL(CG_E_SHAPE, "%s: needs logits (N, C) and labels (N), got %s and %s", fn,
                        cg__shape_str(logits->shape, logits->ndim, sa, 96), cg__shape_str(labels->shape, labels->ndim, sb, 96));
+    if (logits->shape[0] > 0 && logits->shape[1] == 0)
+        return CG_FAIL(CG_E_SHAPE, "%s: logits %s have no classes", fn, cg__shape_str(logits->shape, 2, sa, 96));
     if (labels->dtype != CG_I32 && labels->dtype != CG_I64)
         return CG_FAIL(CG_E_DTYPE, "%s: labels must be i32 or i64 class indices, got %s", fn,
                        cg_dtype_name(labels->dtype));

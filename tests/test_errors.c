@@ -63,6 +63,15 @@ START_TEST(shape_mismatches) {
     CGT_OK(cg_tensor_zeros(one, 2, CG_F32, CG_CPU, &row));
     CGT_FAILS(cg_batchnorm(row, NULL, NULL, NULL, NULL, 1, 0.1, 1e-5, &out), CG_E_SHAPE, "batchnorm", "1 row");
     CGT_FAILS(cg_tensor_copy_(c, d), CG_E_SHAPE, "cg_tensor_copy_", "(3, 4)", "(5)");
+    /* logits without classes: refused before any backend sees them */
+    int64_t s30[2] = {3, 0}, n3 = 3;
+    cg_tensor *l30 = NULL, *lab3 = NULL;
+    CGT_OK(cg_tensor_zeros(s30, 2, CG_F32, CG_CPU, &l30));
+    CGT_OK(cg_tensor_zeros(&n3, 1, CG_I64, CG_CPU, &lab3));
+    CGT_FAILS(cg_softmax_cross_entropy(l30, lab3, CG_REDUCE_MEAN, 0, &out), CG_E_SHAPE, "softmax_cross_entropy",
+              "(3, 0)", "no classes");
+    cg_tensor_release(l30);
+    cg_tensor_release(lab3);
     /* a strided gradient buffer would be accumulated as if dense: refused */
     int64_t s43[2] = {4, 3};
     cg_tensor *g43 = NULL, *gt = NULL;
