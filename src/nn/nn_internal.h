@@ -72,8 +72,6 @@ cg_status cg__model_arch_alloc(const cg_model *m, char **out);
 cg_status cg__model_sync_counters(cg_model *m);
 cg_status cg__model_read_counters(cg_model *m);
 
-/* cg_tensor_to whose result no open scope takes (the caller owns one reference). */
-
 /* optimizer internals used by fit / checkpoints */
 void cg__optimizer_set_total(cg_optimizer *o, int64_t total);
 cg_status cg__optimizer_move(cg_optimizer *o, cg_device dev);
