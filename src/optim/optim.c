@@ -266,16 +266,21 @@ cg_status cg_optimizer_step(cg_optimizer *o) {
         CG_TRY(st);
     }
     double lr = cg_lr_at(&c->schedule, c->lr, o->sched_pos);
+    /* everything that can fail short of the kernels themselves, before the first update */
+    int need_m = c->type != CG_SGD || c->momentum != 0.0;
     for (int i = 0; i < o->n_groups; i++) {
-        cg_tensor *p = group_param(o, i), *g = group_grad(o, i);
-        if (!g) continue; /* no gradient reached this tensor: skipped, as in PyTorch */
-        int need_m = c->type != CG_SGD || c->momentum != 0.0;
-        if (need_m) CG_TRY(ensure_state(&o->m[i], p));
-        if (c->type != CG_SGD) CG_TRY(ensure_state(&o->v[i], p));
+        cg_tensor *p = group_param(o, i);
+        if (!group_grad(o, i)) continue; /* no gradient reached this tensor: skipped, as in PyTorch */
         const cg_backend *be = cg__backend(p->st->dev);
         if (!be) return CG_E_DEVICE;
         if (!be->optim)
             return CG_FAIL(CG_E_UNSUPPORTED, "optimizer: the %s backend has no optimizer kernel", be->name);
+        if (need_m) CG_TRY(ensure_state(&o->m[i], p));
+        if (c->type != CG_SGD) CG_TRY(ensure_state(&o->v[i], p));
+    }
+    for (int i = 0; i < o->n_groups; i++) {
+        cg_tensor *p = group_param(o, i), *g = group_grad(o, i);
+        if (!g) continue;
         cg_optim_call call = {
             .kind = c->type == CG_SGD ? CG_OPTIM_SGD : c->type == CG_ADAM ? CG_OPTIM_ADAM : CG_OPTIM_ADAMW,
             .param = p,
@@ -292,7 +297,7 @@ cg_status cg_optimizer_step(cg_optimizer *o) {
             .nesterov = c->nesterov,
             .step = o->gsteps[i] + 1,
         };
-        CG_TRY(be->optim(&call));
+        CG_TRY(cg__backend(p->st->dev)->optim(&call));
         cg__bump_version(p);
         o->gsteps[i]++;
     }
@@ -322,6 +327,12 @@ static cg_status set_meta_f64(cg_state_dict *sd, const char *k, double v) {
     return cg_state_dict_set_meta(sd, k, b);
 }
 
+/* Metadata key of group i's update count. */
+static void step_key(const cg_optimizer *o, int i, char *b, size_t n) {
+    if (o->model) snprintf(b, n, "optimizer.group_step");
+    else snprintf(b, n, "optimizer.%d.step", i);
+}
+
 static void state_name(const cg_optimizer *o, int i, const char *what, char *b, size_t n) {
     if (o->model) snprintf(b, n, "optimizer.%s", what);
     else snprintf(b, n, "optimizer.%d.%s", i, what);
@@ -349,7 +360,7 @@ cg_status cg_optimizer_state_dict(const cg_optimizer *o, cg_state_dict *sd) {
     CG_TRY(set_meta_i64(sd, "optimizer.step", o->steps));
     for (int i = 0; i < o->n_groups; i++) {
         char key[64];
-        snprintf(key, sizeof key, o->model ? "optimizer.group_step" : "optimizer.%d.step", i);
+        step_key(o, i, key, sizeof key);
         CG_TRY(set_meta_i64(sd, key, o->gsteps[i]));
     }
     CG_TRY(set_meta_i64(sd, "optimizer.schedule_pos", o->sched_pos));
@@ -398,7 +409,7 @@ cg_status cg_optimizer_load_state_dict(cg_optimizer *o, const cg_state_dict *sd)
     }
     for (int i = 0; i < n && st == CG_OK; i++) {
         char key[64];
-        snprintf(key, sizeof key, o->model ? "optimizer.group_step" : "optimizer.%d.step", i);
+        step_key(o, i, key, sizeof key);
         const char *v = cg_state_dict_get_meta(sd, key);
         /* files from before per-group counts: every group with state had all the steps */
         gsteps[i] = steps;
