@@ -13,13 +13,7 @@
 
 #include "cgrad/common.h"
 
-#ifndef CG_HOSTDEV
-#ifdef __CUDACC__
-#define CG_HOSTDEV __host__ __device__ __forceinline__
-#else
-#define CG_HOSTDEV static inline
-#endif
-#endif
+#include "hostdev.h"
 
 CG_HOSTDEV uint32_t cg_f32_bits(float f) {
     uint32_t u;

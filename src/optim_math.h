@@ -10,13 +10,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#ifndef CG_HOSTDEV
-#ifdef __CUDACC__
-#define CG_HOSTDEV __host__ __device__ __forceinline__
-#else
-#define CG_HOSTDEV static inline
-#endif
-#endif
+#include "hostdev.h"
 
 #ifdef __CUDA_ARCH__
 #define CG_MUL(a, b) __dmul_rn((a), (b))

@@ -9,11 +9,7 @@
 
 #include <stdint.h>
 
-#ifdef __CUDACC__
-#define CG_HOSTDEV __host__ __device__ __forceinline__
-#else
-#define CG_HOSTDEV static inline
-#endif
+#include "hostdev.h"
 
 typedef struct cg_philox4 {
     uint32_t v[4];
