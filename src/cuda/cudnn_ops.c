@@ -31,45 +31,39 @@ static cg_status nchw(cudnnTensorDescriptor_t *t, cudnnDataType_t ty, int64_t n,
     return CG_CUDNN_CALL(cudnnSetTensor4dDescriptor(*t, CUDNN_TENSOR_NCHW, ty, (int)n, (int)c, 1, 1));
 }
 
-cg_status cg_cudnn_softmax(cg_cuda_ctx *ctx, cg_dtype dt, int logsm, int64_t rows, int64_t d, const void *x, void *y) {
+/* Forward (g == NULL: out = softmax(y_or_x)) or backward (out = dx from y and g). */
+static cg_status softmax_call(cg_cuda_ctx *ctx, cg_dtype dt, int logsm, int64_t rows, int64_t d, const void *y_or_x,
+                              const void *g, void *out) {
     if (!ctx->dnn || (dt != CG_F32 && dt != CG_F64) || !fits_desc(rows, d) || rows == 0 || d == 0)
         return CG_E_UNSUPPORTED;
-    desc2 ds = {0};
-    cudnnDataType_t ty = dt == CG_F64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
-    const float onef = 1.0f, zerof = 0.0f;
-    const double oned = 1.0, zerod = 0.0;
+    static const float onef = 1.0f, zerof = 0.0f;
+    static const double oned = 1.0, zerod = 0.0;
     const void *one = dt == CG_F64 ? (const void *)&oned : (const void *)&onef;
     const void *zero = dt == CG_F64 ? (const void *)&zerod : (const void *)&zerof;
-    cg_status st = nchw(&ds.x, ty, rows, d);
+    cudnnSoftmaxAlgorithm_t algo = logsm ? CUDNN_SOFTMAX_LOG : CUDNN_SOFTMAX_ACCURATE;
+    desc2 ds = {0};
+    cg_status st = nchw(&ds.x, dt == CG_F64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT, rows, d);
     if (st == CG_OK) {
         pthread_mutex_lock(&ctx->dnn_lock);
-        st = CG_CUDNN_CALL(cudnnSoftmaxForward(ctx->dnn, logsm ? CUDNN_SOFTMAX_LOG : CUDNN_SOFTMAX_ACCURATE,
-                                          CUDNN_SOFTMAX_MODE_INSTANCE, one, ds.x, x, zero, ds.x, y));
+        if (!g)
+            st = CG_CUDNN_CALL(cudnnSoftmaxForward(ctx->dnn, algo, CUDNN_SOFTMAX_MODE_INSTANCE, one, ds.x, y_or_x, zero,
+                                                   ds.x, out));
+        else
+            st = CG_CUDNN_CALL(cudnnSoftmaxBackward(ctx->dnn, algo, CUDNN_SOFTMAX_MODE_INSTANCE, one, ds.x, y_or_x, ds.x,
+                                                    g, zero, ds.x, out));
         pthread_mutex_unlock(&ctx->dnn_lock);
     }
     desc_free(&ds);
     return st;
 }
 
+cg_status cg_cudnn_softmax(cg_cuda_ctx *ctx, cg_dtype dt, int logsm, int64_t rows, int64_t d, const void *x, void *y) {
+    return softmax_call(ctx, dt, logsm, rows, d, x, NULL, y);
+}
+
 cg_status cg_cudnn_softmax_bwd(cg_cuda_ctx *ctx, cg_dtype dt, int logsm, int64_t rows, int64_t d, const void *y,
                                const void *g, void *dx) {
-    if (!ctx->dnn || (dt != CG_F32 && dt != CG_F64) || !fits_desc(rows, d) || rows == 0 || d == 0)
-        return CG_E_UNSUPPORTED;
-    desc2 ds = {0};
-    cudnnDataType_t ty = dt == CG_F64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
-    const float onef = 1.0f, zerof = 0.0f;
-    const double oned = 1.0, zerod = 0.0;
-    const void *one = dt == CG_F64 ? (const void *)&oned : (const void *)&onef;
-    const void *zero = dt == CG_F64 ? (const void *)&zerod : (const void *)&zerof;
-    cg_status st = nchw(&ds.x, ty, rows, d);
-    if (st == CG_OK) {
-        pthread_mutex_lock(&ctx->dnn_lock);
-        st = CG_CUDNN_CALL(cudnnSoftmaxBackward(ctx->dnn, logsm ? CUDNN_SOFTMAX_LOG : CUDNN_SOFTMAX_ACCURATE,
-                                           CUDNN_SOFTMAX_MODE_INSTANCE, one, ds.x, y, ds.x, g, zero, ds.x, dx));
-        pthread_mutex_unlock(&ctx->dnn_lock);
-    }
-    desc_free(&ds);
-    return st;
+    return softmax_call(ctx, dt, logsm, rows, d, y, g, dx);
 }
 
 /* gamma / beta default to ones / zeros: cuDNN needs both pointers */
