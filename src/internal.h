@@ -112,6 +112,7 @@ typedef struct cg_op_params {
     double alpha, beta;        /* scale: alpha*x+beta; leaky_relu: alpha = slope */
     int axis, keepdim;         /* sum, mean (axis already normalised, or CG_ALL_AXES) */
     int approximate;           /* gelu: cg_gelu_approx */
+    int act;                   /* linear: cg_linear_act applied after x W^T + b */
     double eps;                /* layernorm, batchnorm */
     double momentum;           /* batchnorm running-stat update */
     int training;              /* batchnorm: batch statistics (1) or running ones (0) */

@@ -28,6 +28,23 @@ static cg_status shape_matmul(const cg_op_call *c, int64_t *shape, int *ndim, cg
     return CG_OK;
 }
 
+/* x (N, K), w (M, K) as torch.nn.Linear, b (M) or NULL -> (N, M) */
+static cg_status shape_linear(const cg_op_call *c, int64_t *shape, int *ndim, cg_dtype *dt) {
+    const cg_tensor *x = c->in[0], *w = c->in[1], *b = c->in[2];
+    char sx[96], sw[96];
+    if (x->ndim != 2 || w->ndim != 2 || x->shape[1] != w->shape[1])
+        return CG_FAIL(CG_E_SHAPE, "linear: needs x (N, K) and weight (M, K), got %s and %s",
+                       cg__shape_str(x->shape, x->ndim, sx, 96), cg__shape_str(w->shape, w->ndim, sw, 96));
+    if (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))
+        return CG_FAIL(CG_E_SHAPE, "linear: bias must have shape (%lld), got %s", (long long)w->shape[0],
+                       cg__shape_str(b->shape, b->ndim, sx, 96));
+    *ndim = 2;
+    shape[0] = x->shape[0];
+    shape[1] = w->shape[0];
+    *dt = x->dtype;
+    return CG_OK;
+}
+
 static cg_status shape_broadcast(const cg_op_call *c, int64_t *shape, int *ndim, cg_dtype *dt) {
     const cg_tensor *a = c->in[0], *b = c->in[1];
     int nd = a->ndim > b->ndim ? a->ndim : b->ndim;

@@ -9,10 +9,20 @@
 
 int cg__needs_grad(const cg_tensor *t) { return t && (t->requires_grad || t->node); }
 
-/* Aux tensors an op's forward writes: shape by op. */
-static cg_status aux_shape(const cg_op_call *c, int k, int64_t *shape, int *ndim) {
+/* Aux tensors an op's forward writes: shape by op; *ndim = -1 when this call needs none. */
+static cg_status aux_shape(const cg_op_call *c, int k, int record, int64_t *shape, int *ndim) {
     const cg_tensor *x = c->in[0];
     switch (c->op) {
+    case CG_OP_SOFTMAX_CE: /* the gradient, written in the same pass: only when a backward can follow */
+        *ndim = record ? 2 : -1;
+        shape[0] = x->shape[0];
+        shape[1] = x->shape[1];
+        return CG_OK;
+    case CG_OP_LINEAR: /* the pre-activation, for GELU's backward (ReLU's reads the output) */
+        *ndim = record && c->p->act == CG_LINEAR_GELU_TANH ? 2 : -1;
+        shape[0] = x->shape[0];
+        shape[1] = c->in[1]->shape[0];
+        return CG_OK;
     case CG_OP_LAYERNORM:
         *ndim = 1;
         shape[0] = x->shape[x->ndim - 1] ? cg_tensor_numel(x) / x->shape[x->ndim - 1] : 0;
@@ -20,11 +30,6 @@ static cg_status aux_shape(const cg_op_call *c, int k, int64_t *shape, int *ndim
     case CG_OP_BATCHNORM:
         *ndim = 1;
         shape[0] = x->shape[1];
-        return CG_OK;
-    case CG_OP_SOFTMAX_CE:
-        *ndim = 2;
-        shape[0] = x->shape[0];
-        shape[1] = x->shape[1];
         return CG_OK;
     default:
         return CG_FAIL(CG_E_INTERNAL, "%s: no aux shape for aux %d", cg_op_table[c->op].name, k);
@@ -108,12 +113,10 @@ cg_status cg__apply(cg_op op, const cg_op_params *p, const cg_tensor *const *in,
     CG_CHECK_GOTO(cg__tensor_new(shape, ndim, dt, dev, &res));
     c.out = res;
     for (int k = 0; k < info->n_aux; k++) {
-        /* softmax_ce writes its gradient as aux: only when a backward can follow */
-        if (op == CG_OP_SOFTMAX_CE && !record) continue;
         int64_t as[CG_MAX_DIMS];
         int an = 0;
-        CG_CHECK_GOTO(aux_shape(&c, k, as, &an));
-        CG_CHECK_GOTO(cg__tensor_new(as, an, dt, dev, &c.aux[k]));
+        CG_CHECK_GOTO(aux_shape(&c, k, record, as, &an));
+        if (an >= 0) CG_CHECK_GOTO(cg__tensor_new(as, an, dt, dev, &c.aux[k]));
     }
     CG_CHECK_GOTO(be->forward[op](&c));
     if (op == CG_OP_BATCHNORM && p->training) {
@@ -157,6 +160,15 @@ cg_status cg_matmul(const cg_tensor *a, const cg_tensor *b, int trans_a, int tra
     cg_op_params p = {.trans_a = trans_a != 0, .trans_b = trans_b != 0};
     const cg_tensor *in[2] = {a, b};
     return run(CG_OP_MATMUL, &p, in, 2, out);
+}
+
+cg_status cg_linear(const cg_tensor *x, const cg_tensor *w, const cg_tensor *b, cg_linear_act act, cg_tensor **out) {
+    if (!w) return CG_FAIL(CG_E_INVALID, "linear: weight is NULL");
+    if (act != CG_LINEAR_NONE && act != CG_LINEAR_RELU && act != CG_LINEAR_GELU_TANH)
+        return CG_FAIL(CG_E_INVALID, "linear: act must be CG_LINEAR_NONE, _RELU or _GELU_TANH, got %d", (int)act);
+    cg_op_params p = {.act = act};
+    const cg_tensor *in[3] = {x, w, b};
+    return run(CG_OP_LINEAR, &p, in, 3, out);
 }
 
 cg_status cg_add(const cg_tensor *a, const cg_tensor *b, cg_tensor **out) { return binary(CG_OP_ADD, a, b, out); }

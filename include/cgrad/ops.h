@@ -15,6 +15,13 @@ typedef enum cg_reduction { CG_REDUCE_MEAN = 0, CG_REDUCE_SUM = 1, CG_REDUCE_NON
 /* out = op(a) @ op(b) for 2-d a, b; op transposes when the flag is set. */
 CG_API cg_status cg_matmul(const cg_tensor *a, const cg_tensor *b, int trans_a, int trans_b, cg_tensor **out);
 
+/* Fused linear layer, as torch.nn.Linear plus an activation: out = act(x @ w^T + b) for
+ * x (N, K), w (M, K), b (M) or NULL. One op: on the GPU the bias and activation run in the
+ * matmul's epilogue; the GELU here is the tanh form. */
+typedef enum cg_linear_act { CG_LINEAR_NONE = 0, CG_LINEAR_RELU = 1, CG_LINEAR_GELU_TANH = 2 } cg_linear_act;
+CG_API cg_status cg_linear(const cg_tensor *x, const cg_tensor *w, const cg_tensor *b, cg_linear_act act,
+                           cg_tensor **out);
+
 /* Elementwise with numpy broadcasting (a bias (C) broadcasts over rows of (N, C)). */
 CG_API cg_status cg_add(const cg_tensor *a, const cg_tensor *b, cg_tensor **out);
 CG_API cg_status cg_sub(const cg_tensor *a, const cg_tensor *b, cg_tensor **out);

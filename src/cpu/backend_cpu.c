@@ -130,6 +130,7 @@ cg_status cg_contiguous_bwd_cpu(const cg_op_call *c, const cg_tensor *gout, cg_t
 
 static const cg_fwd_fn cpu_forward[CG_OP_COUNT] = {
     [CG_OP_MATMUL] = cg_matmul_fwd_cpu,
+    [CG_OP_LINEAR] = cg_linear_fwd_cpu,
     [CG_OP_ADD] = cg_binary_fwd_cpu,
     [CG_OP_SUB] = cg_binary_fwd_cpu,
     [CG_OP_MUL] = cg_binary_fwd_cpu,
@@ -159,6 +160,7 @@ static const cg_fwd_fn cpu_forward[CG_OP_COUNT] = {
 
 static const cg_bwd_fn cpu_backward[CG_OP_COUNT] = {
     [CG_OP_MATMUL] = cg_matmul_bwd_cpu,
+    [CG_OP_LINEAR] = cg_linear_bwd_cpu,
     [CG_OP_ADD] = cg_binary_bwd_cpu,
     [CG_OP_SUB] = cg_binary_bwd_cpu,
     [CG_OP_MUL] = cg_binary_bwd_cpu,

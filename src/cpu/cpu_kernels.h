@@ -36,6 +36,11 @@ static inline int64_t cg_cpu_numel(const cg_tensor *t) { return cg__numel(t->sha
 /* Size of the last axis (1 for a 0-d tensor). */
 static inline int64_t cg_cpu_last_dim(const cg_tensor *t) { return t->ndim ? t->shape[t->ndim - 1] : 1; }
 
+/* C (M, N) = op(A) op(B) (+ C when accumulate) through OpenBLAS, f32 or f64, row-major and
+ * dense: A is (M, K) or (K, M) when ta; B is (K, N) or (N, K) when tb. */
+void cg_cpu_gemm(cg_dtype dt, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A, const void *B,
+                 void *C, int accumulate);
+
 /* ---- backend services ---- */
 cg_status cg_copy_strided_cpu(cg_tensor *dst, const cg_tensor *src);
 cg_status cg_fill_cpu(cg_tensor *t, double value);
@@ -47,6 +52,7 @@ cg_status cg_optim_cpu(const cg_optim_call *c);
     cg_status cg_##name##_bwd_cpu(const cg_op_call *c, const cg_tensor *gout, cg_tensor *const *gin);
 
 CG_CPU_KERNEL_PAIR(matmul)      /* matmul_cpu.c */
+CG_CPU_KERNEL_PAIR(linear)      /* linear_cpu.c: x W^T + b with a fused activation */
 CG_CPU_KERNEL_PAIR(binary)      /* elementwise_cpu.c: add, sub, mul, div with broadcasting */
 CG_CPU_KERNEL_PAIR(scale)       /* elementwise_cpu.c */
 CG_CPU_KERNEL_PAIR(unary)       /* elementwise_cpu.c: exp, log, sqrt and the activations */

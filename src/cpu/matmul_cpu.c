@@ -7,23 +7,22 @@
 
 #include "cpu_kernels.h"
 
-/* C (M, N) = op(A) op(B), row-major, dense; lda/ldb are A's/B's stored row lengths. */
-static void gemm(cg_dtype dt, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A, const void *B,
-                 void *C) {
+void cg_cpu_gemm(cg_dtype dt, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A, const void *B,
+                 void *C, int accumulate) {
     size_t es = cg_dtype_size(dt);
     if (M == 0 || N == 0) return;
     if (K == 0) { /* BLAS rejects lda = 0; the product of empty sums is zero */
-        memset(C, 0, (size_t)(M * N) * es);
+        if (!accumulate) memset(C, 0, (size_t)(M * N) * es);
         return;
     }
     int64_t lda = ta ? M : K, ldb = tb ? K : N;
     enum CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
     if (dt == CG_F32)
         cblas_sgemm(CblasRowMajor, TA, TB, (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B,
-                    (int)ldb, 0.0f, C, (int)N);
+                    (int)ldb, accumulate ? 1.0f : 0.0f, C, (int)N);
     else
         cblas_dgemm(CblasRowMajor, TA, TB, (int)M, (int)N, (int)K, 1.0, A, (int)lda, B,
-                    (int)ldb, 0.0, C, (int)N);
+                    (int)ldb, accumulate ? 1.0 : 0.0, C, (int)N);
 }
 
 static cg_status check_dims(const cg_tensor *a, const cg_tensor *b, int ta, int tb, int64_t *M, int64_t *N,
@@ -47,7 +46,7 @@ cg_status cg_matmul_fwd_cpu(const cg_op_call *c) {
     if (!cg__is_float(dt)) return CG_CPU_BAD_DTYPE("matmul", dt);
     int64_t M = 0, N = 0, K = 0;
     CG_TRY(check_dims(a, b, c->p->trans_a, c->p->trans_b, &M, &N, &K));
-    gemm(dt, c->p->trans_a, c->p->trans_b, M, N, K, cg__ptr(a), cg__ptr(b), cg__ptr(c->out));
+    cg_cpu_gemm(dt, c->p->trans_a, c->p->trans_b, M, N, K, cg__ptr(a), cg__ptr(b), cg__ptr(c->out), 0);
     return CG_OK;
 }
 
@@ -61,15 +60,15 @@ cg_status cg_matmul_bwd_cpu(const cg_op_call *c, const cg_tensor *gout, cg_tenso
     const void *A = cg__ptr(a), *B = cg__ptr(b), *G = cg__ptr(gout);
     if (gin[0]) {
         if (!ta) /* dA (M, K) = G (M, N) op(B)^T (N, K); op(B)^T = B^T, or B when tb */
-            gemm(dt, 0, !tb, M, K, N, G, B, cg__ptr(gin[0]));
+            cg_cpu_gemm(dt, 0, !tb, M, K, N, G, B, cg__ptr(gin[0]), 0);
         else /* dA (K, M) = op(B) (K, N) G^T (N, M) */
-            gemm(dt, tb, 1, K, M, N, B, G, cg__ptr(gin[0]));
+            cg_cpu_gemm(dt, tb, 1, K, M, N, B, G, cg__ptr(gin[0]), 0);
     }
     if (gin[1]) {
         if (!tb) /* dB (K, N) = op(A)^T (K, M) G (M, N) */
-            gemm(dt, !ta, 0, K, N, M, A, G, cg__ptr(gin[1]));
+            cg_cpu_gemm(dt, !ta, 0, K, N, M, A, G, cg__ptr(gin[1]), 0);
         else /* dB (N, K) = G^T (N, M) op(A) (M, K) */
-            gemm(dt, 1, ta, N, K, M, G, A, cg__ptr(gin[1]));
+            cg_cpu_gemm(dt, 1, ta, N, K, M, G, A, cg__ptr(gin[1]), 0);
     }
     return CG_OK;
 }

@@ -123,6 +123,15 @@ static void mk_one(const cgt_case *c, cgt_rand *r, cgt_inst *I) {
     if (is(c, "relu") || is(c, "leaky_relu")) push_from_zero(a, 0.01);
 }
 
+/* linear: x (N, K), w (M, K) from s[0], s[1]; ip[1] = with bias (M) */
+static void mk_linear(const cgt_case *c, cgt_rand *r, cgt_inst *I) {
+    fill_normal(arg_init(I, 0, &c->s[0], CGT_ARG_FLOAT, 1), r, 0, 1);
+    fill_normal(arg_init(I, 1, &c->s[1], CGT_ARG_FLOAT, 1), r, 0, 0.5);
+    cgt_shape bs = {1, {c->s[1].d[0]}};
+    I->n_in = 3;
+    if (c->ip[1]) fill_normal(arg_init(I, 2, &bs, CGT_ARG_FLOAT, 1), r, 0, 0.5);
+}
+
 /* layernorm: ip[0] bit 0 = gamma, bit 1 = beta */
 static void mk_layernorm(const cgt_case *c, cgt_rand *r, cgt_inst *I) {
     fill_normal(arg_init(I, 0, &c->s[0], CGT_ARG_FLOAT, 1), r, 0.5, 2.0);
@@ -163,6 +172,10 @@ static void mk_ce(const cgt_case *c, cgt_rand *r, cgt_inst *I) {
 }
 
 /* ---- appliers (public API only) ---- */
+
+static cg_status ap_linear(const cgt_inst *I, cg_tensor *const *in, cg_tensor **out) {
+    return cg_linear(in[0], in[1], in[2], (cg_linear_act)I->c->ip[0], out);
+}
 
 static cg_status ap_matmul(const cgt_inst *I, cg_tensor *const *in, cg_tensor **out) {
     const cgt_case *c = I->c;
@@ -285,6 +298,9 @@ static cg_status ap_contiguous(const cgt_inst *I, cg_tensor *const *in, cg_tenso
 #define MATMUL(nm, sa, sb, ta, tb, views)                                                                     \
     {"matmul", nm, mk_two, ap_matmul, cgt_ref_matmul, {sa, sb}, {ta, tb, views}, {0}, 10, 0}
 
+#define LINEAR(nm, sx, sw, act, bias)                                                                         \
+    {"linear", nm, mk_linear, ap_linear, cgt_ref_linear, {sx, sw}, {act, bias}, {0}, 10, 0}
+
 #define BINARY(op)                                                                                            \
     {op, "same shape (3,7)", mk_two, ap_binary, cgt_ref_binary, {S2(3, 7), S2(3, 7)}, {0}, {0}, 0, 0},         \
     {op, "bias (5) over (7,5)", mk_two, ap_binary, cgt_ref_binary, {S2(7, 5), S1(5)}, {0}, {0}, 0, 0},         \
@@ -307,6 +323,11 @@ static cg_status ap_contiguous(const cgt_inst *I, cg_tensor *const *in, cg_tenso
 #define CE(nm, s, red, i32, eps) {"softmax_ce", nm, mk_ce, ap_ce, cgt_ref_ce, {s}, {red, i32}, {eps}, 0, 0}
 
 const cgt_case cgt_cases[] = {
+    LINEAR("(7,5) W(3,5) + b", S2(7, 5), S2(3, 5), CG_LINEAR_NONE, 1),
+    LINEAR("(7,5) W(3,5), no bias", S2(7, 5), S2(3, 5), CG_LINEAR_NONE, 0),
+    LINEAR("relu((9,127) W(4,127) + b)", S2(9, 127), S2(4, 127), CG_LINEAR_RELU, 1),
+    LINEAR("relu((1,3) W(5,3)), no bias", S2(1, 3), S2(5, 3), CG_LINEAR_RELU, 0),
+    LINEAR("gelu_tanh((7,6) W(3,6) + b)", S2(7, 6), S2(3, 6), CG_LINEAR_GELU_TANH, 1),
     MATMUL("(7,127) x (127,3)", S2(7, 127), S2(127, 3), 0, 0, 0),
     MATMUL("(127,7)^T x (127,3)", S2(127, 7), S2(127, 3), 1, 0, 0),
     MATMUL("(7,127) x (3,127)^T", S2(7, 127), S2(3, 127), 0, 1, 0),

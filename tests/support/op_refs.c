@@ -91,6 +91,22 @@ void cgt_ref_matmul(const cgt_inst *I, cgt_ref *o) {
         }
 }
 
+/* act(x w^T + b), act by ip[0] (cg_linear_act) */
+void cgt_ref_linear(const cgt_inst *I, cgt_ref *o) {
+    const cgt_arg *x = &I->in[0], *w = &I->in[1], *b = &I->in[2];
+    int64_t N = x->shape[0], K = x->shape[1], M = w->shape[0];
+    int64_t s[2] = {N, M};
+    out_init(o, s, 2);
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t j = 0; j < M; j++) {
+            double z = b->present ? b->v[j] : 0.0;
+            for (int64_t k = 0; k < K; k++) z += x->v[i * K + k] * w->v[j * K + k];
+            if (I->c->ip[0] == CG_LINEAR_RELU) z = z > 0 ? z : 0;
+            else if (I->c->ip[0] == CG_LINEAR_GELU_TANH) z = cgt_gelu_tanh(z);
+            o->v[i * M + j] = z;
+        }
+}
+
 /* Offset of broadcast operand (shape s, nd dims) for output multi-index idx (ndo dims). */
 static int64_t bcast_off(const int64_t *idx, int ndo, const int64_t *s, int nd) {
     int64_t off = 0, stride = 1;

@@ -6,6 +6,7 @@
 #include "op_cases.h"
 
 void cgt_ref_matmul(const cgt_inst *I, cgt_ref *o);
+void cgt_ref_linear(const cgt_inst *I, cgt_ref *o);
 void cgt_ref_binary(const cgt_inst *I, cgt_ref *o);
 void cgt_ref_unary(const cgt_inst *I, cgt_ref *o);
 void cgt_ref_reduce(const cgt_inst *I, cgt_ref *o);
