@@ -41,6 +41,10 @@ static inline int64_t cg_cpu_last_dim(const cg_tensor *t) { return t->ndim ? t->
 void cg_cpu_gemm(cg_dtype dt, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A, const void *B,
                  void *C, int accumulate);
 
+/* y (cols) = column sums of g (rows, cols), f32 or f64, accumulated in double in row order:
+ * the bias gradient of a broadcast add and of a linear layer. */
+cg_status cg_cpu_colsum(cg_dtype dt, const void *g, int64_t rows, int64_t cols, void *y);
+
 /* ---- backend services ---- */
 cg_status cg_copy_strided_cpu(cg_tensor *dst, const cg_tensor *src);
 cg_status cg_fill_cpu(cg_tensor *t, double value);

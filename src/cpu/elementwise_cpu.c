@@ -74,3 +74,7 @@ cg_status cg_unary_fwd_cpu(const cg_op_call *c) {
 cg_status cg_unary_bwd_cpu(const cg_op_call *c, const cg_tensor *gout, cg_tensor *const *gin) {
     CG_CPU_DISPATCH(cg_cpu_op_name(c), gout->dtype, unary_bwd, c, gout, gin);
 }
+
+cg_status cg_cpu_colsum(cg_dtype dt, const void *g, int64_t rows, int64_t cols, void *y) {
+    CG_CPU_DISPATCH("column sum", dt, colsum, g, y, rows, cols, 1.0);
+}
