@@ -623,6 +623,42 @@ START_TEST(nan_inf_propagate_like_cpu) {
 }
 END_TEST
 
+/* The fused linear keeps NaN like the CPU, ReLU included: cuBLASLt's ReLU epilogue would
+ * turn it into 0 (a known pitfall), so a NaN row must come out NaN on both devices. */
+START_TEST(linear_nan_like_cpu) {
+    cgt_rand r = cgt_rand_make("linear nan");
+    int64_t xs[2] = {5, 64}, ws[2] = {16, 64}, bs = 16;
+    double *x = randn_arr(&r, 5 * 64, 0, 1), *w = randn_arr(&r, 16 * 64, 0, 0.2), *b = randn_arr(&r, 16, 0, 0.2);
+    x[3] = NAN;           /* row 0 */
+    x[64 + 5] = INFINITY; /* row 1 */
+    for (int act = 0; act < 3; act++)
+        for (int with_b = 0; with_b < 2; with_b++) {
+            double *res[2];
+            for (int dv = 0; dv < 2; dv++) {
+                cg_device dev = dv ? GPU : CG_CPU;
+                cg_tensor *tx = cgt_tensor(x, xs, 2, CG_F32, dev), *tw = cgt_tensor(w, ws, 2, CG_F32, dev);
+                cg_tensor *tb = with_b ? cgt_tensor(b, &bs, 1, CG_F32, dev) : NULL, *o = NULL;
+                CGT_OK(cg_linear(tx, tw, tb, (cg_linear_act)act, &o));
+                res[dv] = cgt_read(o);
+                cg_tensor_release(tx);
+                cg_tensor_release(tw);
+                cg_tensor_release(tb);
+                cg_tensor_release(o);
+            }
+            for (int64_t i = 0; i < 5 * 16; i++)
+                ck_assert_msg(same_class(res[1][i], res[0][i], gpu_tol(CG_F32, 10)),
+                              "linear act %d bias %d element %lld: cpu %.9g cuda %.9g", act, with_b, (long long)i,
+                              res[0][i], res[1][i]);
+            ck_assert(isnan(res[1][0])); /* the NaN row stays NaN */
+            free(res[0]);
+            free(res[1]);
+        }
+    free(x);
+    free(w);
+    free(b);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- backend services */
 
 START_TEST(optimizers_match_cpu) {
@@ -876,6 +912,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, conversions_match_cpu_bitwise);
     tcase_add_test(tc, strided_copy_matches_cpu);
     tcase_add_test(tc, nan_inf_propagate_like_cpu);
+    tcase_add_test(tc, linear_nan_like_cpu);
     tcase_add_test(tc, optimizers_match_cpu);
     tcase_add_test(tc, blas1_helpers_match_cpu);
     tcase_add_test(tc, matmul_precisions);

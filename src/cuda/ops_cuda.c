@@ -2,6 +2,7 @@
  * geometry, scratch from the caching allocator, then the launchers of kernels/ (or
  * cuBLASLt / cuDNN). Same semantics as the CPU reference (src/cpu); forward writes (=)
  * out and aux, backward writes (=) each non-NULL gin[i] at input i's shape. */
+#include <stdio.h>
 #include <string.h>
 
 #include "cuda_internal.h"
@@ -65,6 +66,100 @@ static cg_status matmul_bwd(const cg_op_call *c, const cg_tensor *gout, cg_tenso
         else CG_TRY(cg_cuda_gemm(ctx, dt, 1, ta, N, K, M, G, A, ptr(gin[1])));
     }
     return CG_OK;
+}
+
+/* ---------------------------------------------------------------- linear */
+
+/* out = act(x W^T + b). f32 with a bias: one cuBLASLt call with the bias or GELU epilogue
+ * (GELU also writes the pre-activation z to aux). ReLU takes the bias epilogue and then our
+ * ReLU kernel: cuBLASLt's ReLU epilogue is max(x, 0), which turns NaN into 0, while cgrad's
+ * ReLU (CPU and GPU) lets NaN through so a diverging loss is seen. Otherwise, or when
+ * cuBLASLt has no epilogue algorithm for the case: gemm, bias broadcast add, activation. */
+static cg_status linear_fwd(const cg_op_call *c) {
+    CG_TRY(need_float(c, c->out->dtype));
+    const cg_tensor *x = c->in[0], *w = c->in[1], *b = c->in[2];
+    int64_t N = x->shape[0], K = x->shape[1], M = w->shape[0];
+    cg_dtype dt = c->out->dtype;
+    int act = c->p->act;
+    void *z = c->aux[0] ? ptr(c->aux[0]) : NULL;
+    CTX(c->out);
+    if (b && dt == CG_F32 && K > 0) {
+        cg_cuda_epilogue epi = act == CG_LINEAR_GELU_TANH ? CG_EPI_GELU_BIAS : CG_EPI_BIAS;
+        void *pre = NULL; /* ReLU: x W^T + b to scratch, then the ReLU kernel into out */
+        cg_status st = act == CG_LINEAR_RELU ? cg_cuda_scratch(ctx->dev, (size_t)(N * M) * sizeof(float), &pre) : CG_OK;
+        char saved[1024]; /* a refused epilogue is handled here: keep the caller's last message */
+        snprintf(saved, sizeof saved, "%s", cg_last_error());
+        if (st == CG_OK) /* GELU without z (no backward follows) takes no aux */
+            st = cg_cuda_gemm_ex(ctx, dt, 0, 1, N, M, K, ptr(x), ptr(w), pre ? pre : ptr(c->out), epi, ptr(b),
+                                 act == CG_LINEAR_GELU_TANH ? z : NULL);
+        if (st == CG_OK && pre)
+            st = CG_CUDA_CALL(cg_cuda_unary((int)dt, CG_CUDA_RELU, N * M, 0.0, pre, ptr(c->out), ctx->stream));
+        cg_cuda_free(ctx->dev, pre);
+        if (st != CG_E_UNSUPPORTED) return st;
+        cg__restore_error(saved);
+    }
+    /* unfused: product, + bias, activation, each kernel with distinct input and output
+       buffers (they are __restrict__): the pre-activation goes to out when there is no
+       activation, to z when it is kept, else to scratch */
+    size_t bytes = (size_t)(N * M) * cg_dtype_size(dt);
+    void *pre = act == CG_LINEAR_NONE ? ptr(c->out) : (act == CG_LINEAR_GELU_TANH && z) ? z : NULL;
+    void *pre_tmp = NULL, *mm_tmp = NULL;
+    cg_status st = CG_OK;
+    if (!pre) st = cg_cuda_scratch(ctx->dev, bytes, &pre_tmp), pre = pre_tmp;
+    void *mm = pre;
+    if (st == CG_OK && b) st = cg_cuda_scratch(ctx->dev, bytes, &mm_tmp), mm = mm_tmp;
+    if (st == CG_OK) st = cg_cuda_gemm(ctx, dt, 0, 1, N, M, K, ptr(x), ptr(w), mm);
+    if (st == CG_OK && b) {
+        int64_t ys[2] = {N, M}, bs[1] = {M};
+        cg_cuda_bcast g;
+        cg_bcast_init(&g, ys, 2, ys, 2, bs, 1);
+        st = CG_CUDA_CALL(cg_cuda_binary((int)dt, CG_CUDA_ADD, &g, mm, ptr(b), pre, ctx->stream));
+    }
+    if (st == CG_OK && act != CG_LINEAR_NONE) {
+        int fn = act == CG_LINEAR_RELU ? CG_CUDA_RELU : CG_CUDA_GELU_TANH;
+        st = CG_CUDA_CALL(cg_cuda_unary((int)dt, fn, N * M, 0.0, pre, ptr(c->out), ctx->stream));
+    }
+    cg_cuda_free(ctx->dev, mm_tmp); /* stream order makes freeing right after the launches safe */
+    cg_cuda_free(ctx->dev, pre_tmp);
+    return st;
+}
+
+/* gz = gy * act'(.) (ReLU from the output, GELU from z), dx = gz W, dW = gz^T x, db = the
+ * column sums of gz (fixed-order reduction). */
+static cg_status linear_bwd(const cg_op_call *c, const cg_tensor *gout, cg_tensor *const *gin) {
+    CG_TRY(need_float(c, gout->dtype));
+    const cg_tensor *x = c->in[0], *w = c->in[1];
+    int64_t N = x->shape[0], K = x->shape[1], M = w->shape[0];
+    cg_dtype dt = gout->dtype;
+    int act = c->p->act;
+    if (act == CG_LINEAR_GELU_TANH && !c->aux[0])
+        return CG_FAIL(CG_E_INTERNAL, "linear backward: the pre-activation was not saved");
+    CTX(gout);
+    size_t es = cg_dtype_size(dt);
+    const void *gz = ptr(gout);
+    void *tmp = NULL, *ws = NULL;
+    cg_status st = CG_OK;
+    if (act != CG_LINEAR_NONE) {
+        st = cg_cuda_scratch(ctx->dev, (size_t)(N * M) * es, &tmp);
+        if (st == CG_OK) {
+            int fn = act == CG_LINEAR_RELU ? CG_CUDA_RELU : CG_CUDA_GELU_TANH;
+            /* relu'(z) = [z > 0] = [y > 0]: the output stands in for z */
+            const void *saved = act == CG_LINEAR_RELU ? ptr(c->out) : ptr(c->aux[0]);
+            st = CG_CUDA_CALL(cg_cuda_unary_bwd((int)dt, fn, N * M, 0.0, ptr(gout), saved, tmp, ctx->stream));
+        }
+        gz = tmp;
+    }
+    if (st == CG_OK && gin[0]) st = cg_cuda_gemm(ctx, dt, 0, 0, N, K, M, gz, ptr(w), ptr(gin[0]));
+    if (st == CG_OK && gin[1]) st = cg_cuda_gemm(ctx, dt, 1, 0, M, K, N, gz, ptr(x), ptr(gin[1]));
+    if (st == CG_OK && gin[2]) {
+        size_t wsb = cg_cuda_reduce_workspace((int)dt, 1, N, M);
+        if (wsb) st = cg_cuda_scratch(ctx->dev, wsb, &ws);
+        if (st == CG_OK)
+            st = CG_CUDA_CALL(cg_cuda_reduce_sum((int)dt, 1, N, M, 1.0, gz, ptr(gin[2]), ws, ctx->stream));
+    }
+    cg_cuda_free(ctx->dev, ws);
+    cg_cuda_free(ctx->dev, tmp); /* stream order makes freeing right after the launches safe */
+    return st;
 }
 
 /* ---------------------------------------------------------------- broadcast binary */
@@ -480,6 +575,7 @@ static cg_status contiguous_bwd(const cg_op_call *c, const cg_tensor *gout, cg_t
 
 const cg_fwd_fn cg_cuda_forward_table[CG_OP_COUNT] = {
     [CG_OP_MATMUL] = matmul_fwd,
+    [CG_OP_LINEAR] = linear_fwd,
     [CG_OP_ADD] = binary_fwd,
     [CG_OP_SUB] = binary_fwd,
     [CG_OP_MUL] = binary_fwd,
@@ -509,6 +605,7 @@ const cg_fwd_fn cg_cuda_forward_table[CG_OP_COUNT] = {
 
 const cg_bwd_fn cg_cuda_backward_table[CG_OP_COUNT] = {
     [CG_OP_MATMUL] = matmul_bwd,
+    [CG_OP_LINEAR] = linear_bwd,
     [CG_OP_ADD] = binary_bwd,
     [CG_OP_SUB] = binary_bwd,
     [CG_OP_MUL] = binary_bwd,
