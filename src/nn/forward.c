@@ -7,8 +7,9 @@
 #include "../backend.h"
 #include "nn_internal.h"
 
+/* act: the activation fused into a linear layer (the next layer, then skipped) */
 static cg_status layer_forward(const cg_layer *l, int idx, const cg_tensor *x, int training, cg_rng *rng,
-                               cg_tensor **y) {
+                               cg_linear_act act, cg_tensor **y) {
     switch (l->kind) {
     case CG_LAYER_LINEAR: {
         if (x->ndim != 2 || x->shape[1] != l->in) {
@@ -17,13 +18,7 @@ static cg_status layer_forward(const cg_layer *l, int idx, const cg_tensor *x, i
                            (long long)l->in, (long long)l->out, cg__shape_str(x->shape, x->ndim, b, sizeof b),
                            (long long)l->in);
         }
-        cg_tensor *t;
-        CG_TRY(cg_matmul(x, l->w, 0, 1, &t));
-        if (!l->b) {
-            *y = t;
-            return CG_OK;
-        }
-        return cg_add(t, l->b, y);
+        return cg_linear(x, l->w, l->b, act, y);
     }
     case CG_LAYER_ACTIVATION:
         switch (l->act) {
@@ -65,9 +60,13 @@ static cg_status forward_layers(const cg_model *m, const cg_tensor *x, int train
     }
     cg_tensor *out = (cg_tensor *)cur;
     for (int i = 0; i < m->n_layers; i++) {
+        const cg_layer *l = &m->layers[i], *next = i + 1 < m->n_layers ? &m->layers[i + 1] : NULL;
+        /* Linear followed by ReLU runs as one op (bias and ReLU in the matmul's epilogue on a GPU) */
+        int fuse = l->kind == CG_LAYER_LINEAR && next && next->kind == CG_LAYER_ACTIVATION && next->act == CG_ACT_RELU;
         cg_tensor *nx = NULL;
-        CG_TRY(layer_forward(&m->layers[i], i, out, training, rng, &nx));
+        CG_TRY(layer_forward(l, i, out, training, rng, fuse ? CG_LINEAR_RELU : CG_LINEAR_NONE, &nx));
         out = nx;
+        i += fuse;
     }
     *y = out;
     return CG_OK;
