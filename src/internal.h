@@ -81,6 +81,9 @@ cg_status cg__tensor_copy_to(const cg_tensor *t, cg_dtype dt, cg_device dev, cg_
 /* Contiguous version of t on the same device (retained t itself when already contiguous). */
 cg_status cg__tensor_contiguous(const cg_tensor *t, cg_tensor **out);
 void cg__bump_version(cg_tensor *t);
+/* CG_E_STATE when t is a leaf that requires grad and grad mode is on: in-place writes to
+ * parameters belong under no_grad. */
+cg_status cg__check_leaf_write(const cg_tensor *t, const char *fn);
 int64_t cg__numel(const int64_t *shape, int ndim);
 void cg__contiguous_strides(const int64_t *shape, int ndim, int64_t *strides);
 int cg__same_shape(const cg_tensor *a, const cg_tensor *b);

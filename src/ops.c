@@ -455,9 +455,7 @@ static cg_status check_inplace(const cg_tensor *y, const char *fn) {
         return CG_FAIL(CG_E_STATE, "%s: tensor was produced by '%s' and is part of the graph; in-place updates would "
                                    "corrupt its gradient (compute a new tensor, or detach it)",
                        fn, cg_op_table[y->node->op].name);
-    if (cg_grad_enabled() && y->requires_grad)
-        return CG_FAIL(CG_E_STATE, "%s: in-place update of a leaf that requires grad while grad mode is on; wrap it in "
-                                   "cg_no_grad_begin()/cg_no_grad_end()", fn);
+    CG_TRY(cg__check_leaf_write(y, fn));
     if (!cg_tensor_is_contiguous(y)) return CG_FAIL(CG_E_INVALID, "%s: tensor must be contiguous", fn);
     if (!cg__is_float(y->dtype)) return CG_FAIL(CG_E_DTYPE, "%s: needs f32 or f64, got %s", fn, cg_dtype_name(y->dtype));
     return CG_OK;

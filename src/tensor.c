@@ -319,7 +319,7 @@ cg_status cg_tensor_rand_normal(const int64_t *shape, int ndim, cg_dtype dt, cg_
     return new_random(shape, ndim, dt, dev, CG_RAND_NORMAL, mean, std, rng, out, "cg_tensor_rand_normal");
 }
 
-static cg_status check_inplace(const cg_tensor *t, const char *fn) {
+cg_status cg__check_leaf_write(const cg_tensor *t, const char *fn) {
     if (t->requires_grad && !t->node && cg_grad_enabled())
         return CG_FAIL(CG_E_STATE, "%s: in-place write to a leaf that requires grad while grad mode is on; wrap the "
                                    "update in cg_no_grad_begin()/cg_no_grad_end()", fn);
@@ -328,7 +328,7 @@ static cg_status check_inplace(const cg_tensor *t, const char *fn) {
 
 cg_status cg_tensor_fill(cg_tensor *t, double value) {
     CG_ARG_NOT_NULL(t, "cg_tensor_fill");
-    CG_TRY(check_inplace(t, "cg_tensor_fill"));
+    CG_TRY(cg__check_leaf_write(t, "cg_tensor_fill"));
     if (cg_tensor_is_contiguous(t)) {
         CG_TRY(cg__backend(t->st->dev)->fill(t, value));
     } else {
@@ -397,7 +397,7 @@ cg_status cg_tensor_copy_from_host(cg_tensor *t, const void *src, size_t nbytes)
         return CG_FAIL(CG_E_INVALID, "cg_tensor_copy_from_host: buffer is %zu bytes, tensor needs %zu", nbytes,
                        cg_tensor_nbytes(t));
     if (nbytes && !src) return CG_FAIL(CG_E_INVALID, "cg_tensor_copy_from_host: src is NULL");
-    CG_TRY(check_inplace(t, "cg_tensor_copy_from_host"));
+    CG_TRY(cg__check_leaf_write(t, "cg_tensor_copy_from_host"));
     cg_tensor *h;
     CG_TRY(cg__tensor_new(t->shape, t->ndim, t->dtype, CG_CPU, &h));
     memcpy(cg__ptr(h), src, nbytes);
@@ -432,7 +432,7 @@ cg_status cg_tensor_copy_(cg_tensor *dst, const cg_tensor *src) {
         return CG_FAIL(CG_E_SHAPE, "cg_tensor_copy_: destination %s and source %s differ in shape",
                        cg__shape_str(dst->shape, dst->ndim, a, sizeof a), cg__shape_str(src->shape, src->ndim, b, sizeof b));
     }
-    CG_TRY(check_inplace(dst, "cg_tensor_copy_"));
+    CG_TRY(cg__check_leaf_write(dst, "cg_tensor_copy_"));
     cg_device dd = dst->st->dev, sd = src->st->dev;
     cg_status s = CG_OK;
     if (cg__same_device(dd, sd)) {
