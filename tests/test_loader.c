@@ -385,6 +385,90 @@ START_TEST(test_prefetch_logic_matches_sync) {
 }
 END_TEST
 
+/* Tests only (src/data/loader.c): how many permutations loader l has drawn so far. */
+int64_t cg__loader_permutations(const cg_loader *l);
+
+/* The fit loop's pattern (set_epoch(e), then next() to the end of the epoch, from
+ * initial_epoch on) draws each epoch's permutation once, and it is exactly
+ * cg_permutation(seed, e): the batches are those of a loader that draws it eagerly. Used to
+ * draw it twice (create or the end of the previous epoch, then set_epoch again). With
+ * prefetch the end of the last epoch also draws the next one, to upload its first batch. */
+START_TEST(test_each_epoch_permuted_once) {
+    cg_backend fb = fake_backend();
+    const int64_t n = 53, bs = 8, epochs = 5;
+    cg_tensor *x, *y;
+    make_data(n, 3, &x, &y);
+    cg_dataset *ds;
+    CGT_OK(cg_dataset_from_tensors(x, y, &ds));
+    int64_t want[53], got[53];
+    for (int prefetch = 0; prefetch < 2; prefetch++) {
+        for (int64_t initial = 0; initial <= 2; initial += 2) {
+            for (int use_set = 0; use_set < 2; use_set++) {
+                if (!use_set && initial) continue; /* without set_epoch the loader starts at epoch 0 */
+                cg_loader_opts o = {.batch_size = bs, .shuffle = 1, .seed = 0x5eed + (uint64_t)initial, .device = CG_CPU};
+                cg_loader *l;
+                CGT_OK(cg_loader_create(ds, &o, &l));
+                if (prefetch) CGT_OK(cg__loader_use_backend(l, &fb));
+                for (int64_t e = initial; e < epochs; e++) {
+                    if (use_set) CGT_OK(cg_loader_set_epoch(l, (uint64_t)e));
+                    ck_assert_int_eq((int64_t)cg_loader_epoch(l), e);
+                    CGT_OK(cg_permutation(o.seed, (uint64_t)e, n, want));
+                    int64_t k = 0;
+                    for (;;) {
+                        cg_tensor *bx, *by;
+                        CGT_OK(cg_loader_next(l, &bx, &by));
+                        if (!bx) break;
+                        const int64_t *py = cg_tensor_data(by);
+                        for (int64_t i = 0; i < cg_tensor_shape(by)[0]; i++) got[k++] = py[i];
+                        cg_tensor_release(bx);
+                        cg_tensor_release(by);
+                    }
+                    ck_assert_int_eq(k, n);
+                    ck_assert_msg(!memcmp(got, want, sizeof want), "epoch %lld: batches are not cg_permutation's order",
+                                  (long long)e);
+                }
+                ck_assert_msg(cg__loader_permutations(l) == epochs - initial + prefetch,
+                              "prefetch %d, initial epoch %lld, set_epoch %d: %lld permutations for %lld epochs",
+                              prefetch, (long long)initial, use_set, (long long)cg__loader_permutations(l),
+                              (long long)(epochs - initial));
+                cg_loader_free(l);
+            }
+        }
+    }
+    /* restarting the current epoch, or returning to it, reuses its permutation */
+    cg_loader_opts o = {.batch_size = bs, .shuffle = 1, .seed = 7, .device = CG_CPU};
+    cg_loader *l;
+    CGT_OK(cg_loader_create(ds, &o, &l));
+    cg_tensor *bx, *by;
+    CGT_OK(cg_loader_next(l, &bx, &by));
+    cg_tensor_release(bx);
+    cg_tensor_release(by);
+    CGT_OK(cg_loader_set_epoch(l, 0));
+    CGT_OK(cg_loader_next(l, &bx, &by));
+    CGT_OK(cg_permutation(7, 0, n, want));
+    ck_assert_int_eq(((const int64_t *)cg_tensor_data(by))[0], want[0]);
+    cg_tensor_release(bx);
+    cg_tensor_release(by);
+    ck_assert_int_eq(cg__loader_permutations(l), 1);
+    cg_loader_free(l);
+    /* no shuffling: nothing to draw */
+    o.shuffle = 0;
+    CGT_OK(cg_loader_create(ds, &o, &l));
+    CGT_OK(cg_loader_set_epoch(l, 3));
+    CGT_OK(cg_loader_next(l, &bx, &by));
+    ck_assert_int_eq(((const int64_t *)cg_tensor_data(by))[0], 0);
+    cg_tensor_release(bx);
+    cg_tensor_release(by);
+    ck_assert_int_eq(cg__loader_permutations(l), 0);
+    cg_loader_free(l);
+    ck_assert_int_eq(fake_pinned, 0);
+    ck_assert_int_eq(fake_events, 0);
+    cg_dataset_free(ds);
+    cg_tensor_release(x);
+    cg_tensor_release(y);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("loader");
     TCase *tc = tcase_create("core");
@@ -394,6 +478,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_standardize);
     tcase_add_test(tc, test_scope_handoff);
     tcase_add_test(tc, test_prefetch_logic_matches_sync);
+    tcase_add_test(tc, test_each_epoch_permuted_once);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,5 +1,6 @@
 /* In-memory datasets and the batching loader. Batches are gathered on the host from
- * contiguous copies of the dataset, then moved to the loader's device.
+ * contiguous copies of the dataset, then moved to the loader's device. When shuffling, an
+ * epoch's permutation (fixed by seed and epoch) is drawn once, by its first batch.
  *
  * Prefetch (devices whose backend has the upload entries, i.e. CUDA; off with
  * opts.no_prefetch): two slots, each with pinned staging for x and y and one event.
@@ -37,7 +38,10 @@ typedef struct pf_slot {
 struct cg_loader {
     const cg_dataset *ds;
     cg_loader_opts o;
-    int64_t *perm; /* NULL when not shuffling */
+    int64_t *perm;       /* NULL when not shuffling */
+    uint64_t perm_epoch; /* the epoch perm holds, when perm_ok */
+    int perm_ok;
+    int64_t n_perms; /* permutations drawn so far (tests) */
     uint64_t epoch;
     int64_t pos;
     /* prefetch */
@@ -106,11 +110,22 @@ cg_status cg_permutation(uint64_t seed, uint64_t epoch, int64_t n, int64_t *perm
     return CG_OK;
 }
 
-static cg_status start_epoch(cg_loader *l) {
-    l->pos = 0;
-    if (l->perm) CG_TRY(cg_permutation(l->o.seed, l->epoch, l->ds->n, l->perm));
+/* Draws the current epoch's permutation unless perm already holds it. Drawn on first use,
+ * not when an epoch starts: fit's set_epoch(e) follows create (epoch 0) and the end of
+ * epoch e-1 (which moves to e), and each used to draw it again. */
+static cg_status need_perm(cg_loader *l) {
+    if (!l->perm || (l->perm_ok && l->perm_epoch == l->epoch)) return CG_OK;
+    l->perm_ok = 0;
+    CG_TRY(cg_permutation(l->o.seed, l->epoch, l->ds->n, l->perm));
+    l->perm_epoch = l->epoch;
+    l->perm_ok = 1;
+    l->n_perms++;
     return CG_OK;
 }
+
+/* Tests only: declared where used (tests/test_loader.c). */
+int64_t cg__loader_permutations(const cg_loader *l);
+int64_t cg__loader_permutations(const cg_loader *l) { return l ? l->n_perms : 0; }
 
 cg_status cg_loader_create(const cg_dataset *ds, const cg_loader_opts *opts, cg_loader **out) {
     CG_ARG_NOT_NULL(ds, "cg_loader_create");
@@ -133,12 +148,7 @@ cg_status cg_loader_create(const cg_dataset *ds, const cg_loader_opts *opts, cg_
                            (long long)ds->n);
         }
     }
-    cg_status s = start_epoch(l);
-    if (s != CG_OK) {
-        cg_loader_free(l);
-        return s;
-    }
-    *out = l;
+    *out = l; /* epoch 0, position 0; its permutation is drawn by the first cg_loader_next */
     return CG_OK;
 }
 
@@ -181,7 +191,7 @@ static void pf_drop(cg_loader *l, pf_slot *s) {
 cg_status cg_loader_set_epoch(cg_loader *l, uint64_t epoch) {
     CG_ARG_NOT_NULL(l, "cg_loader_set_epoch");
     l->epoch = epoch;
-    CG_TRY(start_epoch(l));
+    l->pos = 0;
     /* a batch prefetched for (epoch, 0) stays valid: the permutation is fixed by (seed, epoch) */
     if (l->pending >= 0 && (l->slot[l->pending].epoch != l->epoch || l->slot[l->pending].pos != 0))
         pf_drop(l, &l->slot[l->pending]);
@@ -284,6 +294,7 @@ cg_status cg__loader_use_backend(cg_loader *l, const cg_backend *be) {
 static cg_status pf_issue(cg_loader *l, int64_t b) {
     int dev = l->o.device.index;
     pf_slot *s = &l->slot[l->turn];
+    CG_TRY(need_perm(l));
     pf_drop(l, s);
     if (s->recorded) { /* the pinned buffers may still be read by the slot's last upload */
         CG_TRY(l->be->event_sync(dev, s->ev));
@@ -342,10 +353,11 @@ cg_status cg_loader_next(cg_loader *l, cg_tensor **x, cg_tensor **y) {
         *x = NULL;
         if (y) *y = NULL;
         l->epoch++;
-        CG_TRY(start_epoch(l));
+        l->pos = 0;
         if (l->pf == 1) pf_ahead(l); /* the next epoch's first batch */
         return CG_OK;
     }
+    CG_TRY(need_perm(l));
     cg_tensor *bx = NULL, *by = NULL;
     if (l->pf == 1) {
         if (l->pending >= 0 && (l->slot[l->pending].epoch != l->epoch || l->slot[l->pending].pos != l->pos))
