@@ -658,6 +658,181 @@ START_TEST(linear_nan_like_cpu) {
     free(b);
 }
 END_TEST
+/* ---------------------------------------------------------------- fused linear, forward and backward */
+
+/* arg {act, bias}: bias 0 none, 1 in[2] as given, 2 in[2] holds M + 1 values and the op
+ * gets the view [1, M + 1), whose pointer is one element past an aligned block (4 bytes
+ * for f32: cuBLASLt's bias epilogue wants 16, so the forward takes the unfused path). */
+static cg_status ap_linear(cg_tensor *const *in, cg_tensor **out, const void *arg) {
+    const int *a = arg;
+    cg_tensor *view = NULL;
+    if (a[1] == 2) CG_TRY(cg_slice_rows(in[2], 1, cg_tensor_shape(in[2])[0], &view));
+    cg_status st = cg_linear(in[0], in[1], a[1] == 2 ? view : a[1] ? in[2] : NULL, (cg_linear_act)a[0], out);
+    cg_tensor_release(view);
+    return st;
+}
+
+/* CPU and GPU runs of one linear spec with the output gradient g (n values), compared:
+ * output, dx, dW, db (whichever the spec differentiates). */
+static void linear_compare(const char *what, const spec *s, const int *arg, cg_dtype dt, const double *g, int64_t n,
+                           double tol_mul) {
+    result a, b;
+    run_spec(s, ap_linear, arg, dt, CG_CPU, g, n, &a);
+    run_spec(s, ap_linear, arg, dt, GPU, g, n, &b);
+    cgt_tol tol = gpu_tol(dt, tol_mul);
+    char msg[512];
+    ck_assert_msg(a.nout == n && b.nout == n, "%s: %lld outputs on cpu, %lld on cuda, want %lld", what,
+                  (long long)a.nout, (long long)b.nout, (long long)n);
+    snprintf(msg, sizeof msg, "%s (%s) forward", what, cg_dtype_name(dt));
+    CGT_ASSERT_CLOSE_ARR(b.out, a.out, n, tol, msg);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_msg(!a.g[i] == !s->diff[i], "%s: gradient %d on cpu", what, i);
+        if (!a.g[i]) continue;
+        ck_assert_msg(b.g[i] && a.ng[i] == b.ng[i], "%s: gradient %d missing on cuda", what, i);
+        snprintf(msg, sizeof msg, "%s (%s) gradient of input %d", what, cg_dtype_name(dt), i);
+        CGT_ASSERT_CLOSE_ARR(b.g[i], a.g[i], a.ng[i], tol, msg);
+    }
+    result_free(&a);
+    result_free(&b);
+}
+
+/* Output gradient for a linear case: N(0, 1) rounded to dt; for ReLU zero where the
+ * pre-activation (x W^T + b in double, z) is within 1e-4 of 0, where the two devices'
+ * rounding may disagree on relu'(z) (that would be a difference of |g|, not a bug). */
+static void linear_seed(double *gm, const double *g, const double *z, const double *bv, int64_t N, int64_t M,
+                        int act) {
+    for (int64_t r = 0; r < N; r++)
+        for (int64_t m = 0; m < M; m++) {
+            double pre = z[r * M + m] + (bv ? bv[m] : 0.0);
+            gm[r * M + m] = act == CG_LINEAR_RELU && fabs(pre) < 1e-4 ? 0.0 : g[r * M + m];
+        }
+}
+
+static const int64_t LIN_N[] = {1, 3, 130}, LIN_K[] = {1, 3, 127, 1025}, LIN_M[] = {1, 3, 127, 256, 1025};
+
+/* cg_linear forward and dx, dW, db against the CPU, each activation, no bias / bias / a bias
+ * view off 16-byte alignment, on N (batch) 1, 3, 130 x K 1, 3, 127, 1025 x M 1, 3, 127, 256,
+ * 1025. Paths covered in f32: forward bias / GELU(+aux, M = 256) epilogues and the unfused
+ * fallbacks (bias view, GELU aux ld M % 8 != 0); backward db from the dW gemm's BGRADB
+ * epilogue, and the column sums when dW is not wanted. f64 runs the unfused paths. Then all
+ * seven gradient subsets on one shape. loop: f32 (0), f64 (1). */
+START_TEST(linear_shapes_fwd_bwd) {
+    cg_dtype dt = _i % 2 ? CG_F64 : CG_F32;
+    cgt_rand r = cgt_rand_make("linear shapes");
+    for (size_t in = 0; in < sizeof LIN_N / sizeof LIN_N[0]; in++)
+        for (size_t ik = 0; ik < sizeof LIN_K / sizeof LIN_K[0]; ik++)
+            for (size_t im = 0; im < sizeof LIN_M / sizeof LIN_M[0]; im++) {
+                int64_t N = LIN_N[in], K = LIN_K[ik], M = LIN_M[im];
+                double *x = randn_arr(&r, N * K, 0, 1), *w = randn_arr(&r, M * K, 0, 1 / sqrt((double)K));
+                double *b = randn_arr(&r, M + 1, 0, 0.5), *g = randn_arr(&r, N * M, 0, 1);
+                double *z = calloc((size_t)(N * M), sizeof *z), *gm = malloc((size_t)(N * M) * sizeof *gm);
+                cgt_round_array(x, N * K, dt);
+                cgt_round_array(w, M * K, dt);
+                cgt_round_array(b, M + 1, dt);
+                cgt_round_array(g, N * M, dt);
+                for (int64_t i = 0; i < N; i++)
+                    for (int64_t m = 0; m < M; m++)
+                        for (int64_t k = 0; k < K; k++) z[i * M + m] += x[i * K + k] * w[m * K + k];
+                for (int bias = 0; bias < 3; bias++)
+                    for (int act = 0; act < 3; act++) {
+                        int arg[2] = {act, bias};
+                        spec s = {.n_in = 3, .v = {x, w, bias ? b : NULL}, .ndim = {2, 2, 1},
+                                  .shape = {{N, K}, {M, K}, {bias == 2 ? M + 1 : M}},
+                                  .kind = {CG_F32, CG_F32, CG_F32}, .diff = {1, 1, bias != 0}};
+                        linear_seed(gm, g, z, bias == 2 ? b + 1 : bias ? b : NULL, N, M, act);
+                        char what[128];
+                        snprintf(what, sizeof what, "linear N %lld K %lld M %lld act %d bias %d", (long long)N,
+                                 (long long)K, (long long)M, act, bias);
+                        linear_compare(what, &s, arg, dt, gm, N * M, 50);
+                    }
+                free(x);
+                free(w);
+                free(b);
+                free(g);
+                free(z);
+                free(gm);
+            }
+    /* every subset of (dx, dW, db): dW without db, db without dW (column sums), ... */
+    int64_t N = 130, K = 127, M = 256;
+    double *x = randn_arr(&r, N * K, 0, 1), *w = randn_arr(&r, M * K, 0, 1 / sqrt((double)K));
+    double *b = randn_arr(&r, M, 0, 0.5), *g = randn_arr(&r, N * M, 0, 1);
+    double *z = calloc((size_t)(N * M), sizeof *z), *gm = malloc((size_t)(N * M) * sizeof *gm);
+    cgt_round_array(x, N * K, dt);
+    cgt_round_array(w, M * K, dt);
+    cgt_round_array(b, M, dt);
+    cgt_round_array(g, N * M, dt);
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t k = 0; k < K; k++) z[i * M + m] += x[i * K + k] * w[m * K + k];
+    for (int act = 0; act < 3; act++)
+        for (int mask = 1; mask < 8; mask++) {
+            int arg[2] = {act, 1};
+            spec s = {.n_in = 3, .v = {x, w, b}, .ndim = {2, 2, 1}, .shape = {{N, K}, {M, K}, {M}},
+                      .kind = {CG_F32, CG_F32, CG_F32}, .diff = {mask & 1, (mask >> 1) & 1, (mask >> 2) & 1}};
+            linear_seed(gm, g, z, b, N, M, act);
+            char what[128];
+            snprintf(what, sizeof what, "linear act %d gradients of (x, W, b) %d%d%d", act, mask & 1, (mask >> 1) & 1,
+                     (mask >> 2) & 1);
+            linear_compare(what, &s, arg, dt, gm, N * M, 50);
+        }
+    free(x);
+    free(w);
+    free(b);
+    free(g);
+    free(z);
+    free(gm);
+}
+END_TEST
+
+/* NaN through the fused linear's backward, like the CPU, f32 (db from the BGRADB epilogue):
+ * a NaN in x row 0 makes that output row NaN (ReLU lets it through), relu'(NaN) = 0 on both
+ * devices ([NaN > 0] is false) and dW picks the NaN up from x; NaNs in the output gradient
+ * reach dx, dW and db where the unit is active (GELU / no activation: always) and are masked
+ * to 0 where a ReLU unit is off. Compared element by element by class (NaN, Inf, close). */
+START_TEST(linear_nan_backward_like_cpu) {
+    cgt_rand r = cgt_rand_make("linear nan backward");
+    int64_t N = 6, K = 64, M = 16;
+    double *x = randn_arr(&r, N * K, 0, 1), *w = randn_arr(&r, M * K, 0, 0.2), *b = randn_arr(&r, M, 0, 0.2);
+    double *g = randn_arr(&r, N * M, 0, 1);
+    x[3] = NAN;                    /* x row 0 */
+    for (int64_t m = 0; m < M; m++) /* gradient row 2: NaN in every column, some units on, some off */
+        g[2 * M + m] = NAN;
+    g[4 * M + 5] = NAN;
+    cgt_tol tol = gpu_tol(CG_F32, 10);
+    for (int act = 0; act < 3; act++)
+        for (int with_b = 0; with_b < 2; with_b++) {
+            int arg[2] = {act, with_b};
+            spec s = {.n_in = 3, .v = {x, w, with_b ? b : NULL}, .ndim = {2, 2, 1}, .shape = {{N, K}, {M, K}, {M}},
+                      .kind = {CG_F32, CG_F32, CG_F32}, .diff = {1, 1, with_b}};
+            result res[2];
+            run_spec(&s, ap_linear, arg, CG_F32, CG_CPU, g, N * M, &res[0]);
+            run_spec(&s, ap_linear, arg, CG_F32, GPU, g, N * M, &res[1]);
+            for (int64_t i = 0; i < N * M; i++)
+                ck_assert_msg(same_class(res[1].out[i], res[0].out[i], tol),
+                              "linear act %d bias %d output %lld: cpu %.9g cuda %.9g", act, with_b, (long long)i,
+                              res[0].out[i], res[1].out[i]);
+            ck_assert(isnan(res[1].out[0])); /* the NaN row stays NaN */
+            int nan_seen = 0;
+            for (int k = 0; k < 3; k++) {
+                if (!res[0].g[k]) continue;
+                ck_assert_msg(res[1].g[k] && res[1].ng[k] == res[0].ng[k], "gradient %d missing on cuda", k);
+                for (int64_t i = 0; i < res[0].ng[k]; i++) {
+                    nan_seen |= isnan(res[0].g[k][i]);
+                    ck_assert_msg(same_class(res[1].g[k][i], res[0].g[k][i], tol),
+                                  "linear act %d bias %d gradient %d element %lld: cpu %.9g cuda %.9g", act, with_b,
+                                  k, (long long)i, res[0].g[k][i], res[1].g[k][i]);
+                }
+            }
+            ck_assert(nan_seen); /* the case does carry NaN into the gradients */
+            result_free(&res[0]);
+            result_free(&res[1]);
+        }
+    free(x);
+    free(w);
+    free(b);
+    free(g);
+}
+END_TEST
 
 /* ---------------------------------------------------------------- backend services */
 
@@ -913,6 +1088,8 @@ static Suite *suite(void) {
     tcase_add_test(tc, strided_copy_matches_cpu);
     tcase_add_test(tc, nan_inf_propagate_like_cpu);
     tcase_add_test(tc, linear_nan_like_cpu);
+    tcase_add_loop_test(tc, linear_shapes_fwd_bwd, 0, 2);
+    tcase_add_test(tc, linear_nan_backward_like_cpu);
     tcase_add_test(tc, optimizers_match_cpu);
     tcase_add_test(tc, blas1_helpers_match_cpu);
     tcase_add_test(tc, matmul_precisions);

@@ -70,10 +70,20 @@ cg_status cg_cuda_event_sync(int dev, void *event);
  * C (M, N) = op(A) op(B), row-major, dense; beta 0 (=). dt f32 or f64. */
 cg_status cg_cuda_gemm(cg_cuda_ctx *ctx, cg_dtype dt, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A,
                        const void *B, void *C);
-/* Fused epilogue variant for a later Linear op (documented in docs/cuda.md):
+/* Fused epilogue variant for the Linear op (documented in docs/cuda.md):
  * C = act(op(A) op(B) + bias) with aux = pre-activation (GELU/ReLU aux) when non-NULL.
- * epi: 0 none, 1 bias, 2 relu+bias, 3 gelu+bias. f32 only. */
-typedef enum cg_cuda_epilogue { CG_EPI_NONE = 0, CG_EPI_BIAS, CG_EPI_RELU_BIAS, CG_EPI_GELU_BIAS } cg_cuda_epilogue;
+ * epi: 0 none, 1 bias, 2 relu+bias, 3 gelu+bias, 4 bias gradient: C = op(A) op(B) and
+ * bias (length M, WRITTEN) = the sums of op(A) over K, i.e. with ta = 1 the column sums
+ * of the stored (K, M) A (cuBLASLt's BGRADB: our A is Lt's B). f32 only; bias and aux
+ * 16-byte aligned, GELU aux needs N % 8 == 0, BGRAD needs K > 0 and N > 0. A case Lt
+ * does not take returns CG_E_UNSUPPORTED (message set) so the caller can fall back. */
+typedef enum cg_cuda_epilogue {
+    CG_EPI_NONE = 0,
+    CG_EPI_BIAS,
+    CG_EPI_RELU_BIAS,
+    CG_EPI_GELU_BIAS,
+    CG_EPI_BGRAD
+} cg_cuda_epilogue;
 cg_status cg_cuda_gemm_ex(cg_cuda_ctx *ctx, cg_dtype dt, int ta, int tb, int64_t M, int64_t N, int64_t K,
                           const void *A, const void *B, void *C, cg_cuda_epilogue epi, const void *bias, void *aux);
 

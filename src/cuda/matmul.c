@@ -10,7 +10,14 @@
  * epilogue, operand pointer alignments) asks cublasLtMatmulAlgoGetHeuristic for the best
  * algorithm under the context's workspace and those alignments; the answer (or "Lt
  * refused") is kept in a small table. Refused shapes go to cublasSgemm / cublasGemmEx /
- * cublasDgemm. */
+ * cublasDgemm.
+ *
+ * Epilogues (f32): bias, ReLU/GELU + bias (forward), and the bias gradient BGRADB, which
+ * sums Lt's B = our A over the gemm's k: with the linear backward's dW = gz^T x (ta = 1)
+ * that is db = column sums of gz, computed by the dW gemm itself. The bias and aux
+ * pointers take part in the key: Lt's heuristic derives their expected alignment from
+ * their values. A refused epilogue returns CG_E_UNSUPPORTED; callers keep their own
+ * unfused path. */
 #include <limits.h>
 #include <string.h>
 
@@ -23,6 +30,7 @@ typedef struct algo_key {
     int64_t M, N, K;
     int ta, tb, dt, prec, epi;
     uint32_t align_a, align_b, align_c; /* pointer alignments (bytes, <= 256): the algorithm depends on them */
+    uint32_t align_bias, align_aux;     /* epilogue pointers (0 when unused): the heuristic reads them too */
 } algo_key;
 
 typedef struct algo_entry {
@@ -106,6 +114,9 @@ static cg_status lt_build(lt_call *l, cg_dtype dt, int prec, int ta, int tb, int
     CG_TRY(CG_CUBLAS_CALL(cublasLtMatrixLayoutCreate(&l->c, ty, (uint64_t)N, (uint64_t)M, N)));
     if (epi != CG_EPI_NONE) {
         cublasLtEpilogue_t e = CUBLASLT_EPILOGUE_BIAS;
+        /* Lt's B is our A (op(A)^T as k x n): BGRADB reduces it over k into n = M sums.
+         * The gradient has the output's type (f32), so no BIAS_DATA_TYPE is set. */
+        if (epi == CG_EPI_BGRAD) e = CUBLASLT_EPILOGUE_BGRADB;
         if (epi == CG_EPI_RELU_BIAS) e = aux ? CUBLASLT_EPILOGUE_RELU_AUX_BIAS : CUBLASLT_EPILOGUE_RELU_BIAS;
         if (epi == CG_EPI_GELU_BIAS) e = aux ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_BIAS;
         CG_TRY(CG_CUBLAS_CALL(cublasLtMatmulDescSetAttribute(l->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof e)));
@@ -149,6 +160,17 @@ cg_status cg_cuda_gemm_ex(cg_cuda_ctx *ctx, cg_dtype dt, int ta, int tb, int64_t
                        (long long)M, (long long)N, (long long)K);
     if (epi != CG_EPI_NONE && (dt != CG_F32 || !bias))
         return CG_FAIL(CG_E_INVALID, "matmul epilogue: needs f32 and a bias vector");
+    /* Cases left to the caller's unfused path: an unaligned bias / aux (a view; Lt's
+     * heuristic would look for a kernel that takes it, but the common, well-trodden case is
+     * 16 bytes), a GELU aux whose ld (= N, dense, read back by our backward) is not a
+     * multiple of 8 as Lt requires, and a bias gradient that an empty product would leave
+     * unwritten. */
+    if (epi != CG_EPI_NONE && (((uintptr_t)bias & 15) || ((uintptr_t)aux & 15)))
+        return CG_FAIL(CG_E_UNSUPPORTED, "matmul epilogue: bias/aux pointer not 16-byte aligned");
+    if (epi == CG_EPI_GELU_BIAS && aux && N % 8)
+        return CG_FAIL(CG_E_UNSUPPORTED, "matmul epilogue: GELU aux ld %lld is not a multiple of 8", (long long)N);
+    if (epi == CG_EPI_BGRAD && M > 0 && (N == 0 || K == 0))
+        return CG_FAIL(CG_E_UNSUPPORTED, "matmul epilogue: bias gradient of an empty product");
     if (M == 0 || N == 0) return CG_OK;
     if (K == 0) { /* empty sums: zeros (the epilogue would add the bias; not offered for K = 0) */
         if (epi != CG_EPI_NONE) return CG_FAIL(CG_E_SHAPE, "matmul epilogue: K = 0 is not supported");
@@ -169,6 +191,8 @@ cg_status cg_cuda_gemm_ex(cg_cuda_ctx *ctx, cg_dtype dt, int ta, int tb, int64_t
     key.align_a = ptr_align(A);
     key.align_b = ptr_align(B);
     key.align_c = ptr_align(C);
+    key.align_bias = epi != CG_EPI_NONE ? ptr_align(bias) : 0;
+    key.align_aux = aux ? ptr_align(aux) : 0;
     algo_entry e;
     int cached = cache_find(&key, &e);
     if (cached && e.refused) {

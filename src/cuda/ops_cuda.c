@@ -124,8 +124,14 @@ static cg_status linear_fwd(const cg_op_call *c) {
     return st;
 }
 
-/* gz = gy * act'(.) (ReLU from the output, GELU from z), dx = gz W, dW = gz^T x, db = the
- * column sums of gz (fixed-order reduction). */
+/* gz = gy * act'(.) (ReLU from the output, GELU from z): one elementwise pass reading gy
+ * and the saved tensor once, writing gz once (cg_cuda_unary_bwd). Then dx = gz W and
+ * dW = gz^T x. db = the column sums of gz: for f32 with dW also wanted, out of the dW gemm
+ * (cuBLASLt's BGRADB epilogue reduces gz over the batch, which is that gemm's k) when the
+ * matmul precision is FP32 (under TF32/BF16, Lt might sum the rounded operand, and db is a
+ * plain sum that should not lose bits); else, or when Lt refuses the epilogue, the
+ * fixed-order column reduction. The dReLU/dGELU epilogues do not apply here (docs/cuda.md,
+ * "Linear backward"). */
 static cg_status linear_bwd(const cg_op_call *c, const cg_tensor *gout, cg_tensor *const *gin) {
     CG_TRY(need_float(c, gout->dtype));
     const cg_tensor *x = c->in[0], *w = c->in[1];
@@ -150,8 +156,22 @@ static cg_status linear_bwd(const cg_op_call *c, const cg_tensor *gout, cg_tenso
         gz = tmp;
     }
     if (st == CG_OK && gin[0]) st = cg_cuda_gemm(ctx, dt, 0, 0, N, K, M, gz, ptr(w), ptr(gin[0]));
-    if (st == CG_OK && gin[1]) st = cg_cuda_gemm(ctx, dt, 1, 0, M, K, N, gz, ptr(x), ptr(gin[1]));
-    if (st == CG_OK && gin[2]) {
+    int db_done = 0;
+    int fuse_db = gin[1] && gin[2] && dt == CG_F32 && N > 0 && K > 0 && M > 0 &&
+                  cg_cuda_get_matmul_precision() == CG_MATMUL_FP32;
+    if (st == CG_OK && fuse_db) {
+        char saved_err[1024]; /* a refused epilogue is handled here: keep the caller's last message */
+        snprintf(saved_err, sizeof saved_err, "%s", cg_last_error());
+        st = cg_cuda_gemm_ex(ctx, dt, 1, 0, M, K, N, gz, ptr(x), ptr(gin[1]), CG_EPI_BGRAD, ptr(gin[2]), NULL);
+        if (st == CG_OK) db_done = 1;
+        if (st == CG_E_UNSUPPORTED) { /* nothing was launched: the plain gemm and the column sums below */
+            cg__restore_error(saved_err);
+            st = cg_cuda_gemm(ctx, dt, 1, 0, M, K, N, gz, ptr(x), ptr(gin[1]));
+        }
+    } else if (st == CG_OK && gin[1]) {
+        st = cg_cuda_gemm(ctx, dt, 1, 0, M, K, N, gz, ptr(x), ptr(gin[1]));
+    }
+    if (st == CG_OK && gin[2] && !db_done) {
         size_t wsb = cg_cuda_reduce_workspace((int)dt, 1, N, M);
         if (wsb) st = cg_cuda_scratch(ctx->dev, wsb, &ws);
         if (st == CG_OK)
