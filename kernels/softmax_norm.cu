@@ -1,5 +1,7 @@
 // Row kernels: softmax / log-softmax (fwd, bwd), fused softmax cross-entropy (fwd, bwd),
 // LayerNorm (fwd, bwd); and the per-channel BatchNorm (fwd train/eval, bwd).
+// Data errors: the cross-entropy forward records an out-of-range label in the context's
+// sticky error word (no host sync; reported at the next one, see docs/cuda.md "Errors").
 //
 // Layout: short rows (d <= 1024) run a warp per row with the row in registers (one read
 // of global memory); long rows run a block per row and keep the row in shared memory
@@ -207,9 +209,25 @@ __device__ __forceinline__ int64_t load_label(const void *labels, int lab64, int
     return lab64 ? ((const int64_t *)labels)[r] : (int64_t)((const int32_t *)labels)[r];
 }
 
+// Sticky error word (cuda_kernels.h): an out-of-range label still gives NaN for its row;
+// the first thread to claim e.claim also fills the mapped host record, and the system
+// fence makes row/value/limit visible to the host before code. Called by one thread per
+// row, after the row's shuffles / block reductions, so no lane leaves collective code.
+static __device__ __noinline__ void err_record(cg_cuda_err_sink e, unsigned long long code, long long row,
+                                               long long value, long long limit) {
+    if (!e.rec || *(volatile unsigned long long *)e.claim != 0ULL) return;
+    if (atomicCAS(e.claim, 0ULL, code) != 0ULL) return;
+    volatile cg_cuda_err_rec *r = e.rec;
+    r->row = row;
+    r->value = value;
+    r->limit = limit;
+    __threadfence_system();
+    r->code = code;
+}
+
 template <typename T, int E>
 __global__ void softmax_ce_warp_kernel(int64_t rows, int C, const T *__restrict__ x, const void *labels, int lab64, T ls,
-                                       T gs, T *__restrict__ loss, T *__restrict__ grad) {
+                                       T gs, T *__restrict__ loss, T *__restrict__ grad, cg_cuda_err_sink err) {
     int lane = threadIdx.x & 31;
     int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;
@@ -234,6 +252,7 @@ __global__ void softmax_ce_warp_kernel(int64_t rows, int C, const T *__restrict_
     T lse = a.m + flog(a.s);
     T on = T(1) - ls, off = ls / T(C);
     if (lane == 0) loss[row] = ok ? lse - on * xl - off * sx : T(NAN);
+    if (lane == 0 && !ok) err_record(err, CG_CUDA_ERR_CE_LABEL, row, lab, C);
     if (!grad) return;
     T *gr = grad + row * C;
 #pragma unroll
@@ -245,7 +264,7 @@ __global__ void softmax_ce_warp_kernel(int64_t rows, int C, const T *__restrict_
 
 template <typename T>
 __global__ void softmax_ce_block_kernel(int64_t C, const T *__restrict__ x, const void *labels, int lab64, T ls, T gs, int cache,
-                                        T *__restrict__ loss, T *__restrict__ grad) {
+                                        T *__restrict__ loss, T *__restrict__ grad, cg_cuda_err_sink err) {
     extern __shared__ unsigned char smem_raw[];
     T *row_sm = (T *)smem_raw;
     __shared__ ms<T> sh[32];
@@ -268,6 +287,7 @@ __global__ void softmax_ce_block_kernel(int64_t C, const T *__restrict__ x, cons
     T lse = a.m + flog(a.s);
     T on = T(1) - ls, off = ls / T(C);
     if (threadIdx.x == 0) loss[row] = ok ? lse - on * xl - off * sx : T(NAN);
+    if (threadIdx.x == 0 && !ok) err_record(err, CG_CUDA_ERR_CE_LABEL, row, lab, C);
     if (!grad) return;
     const T *src = cache ? row_sm : xr;
     T *gr = grad + row * C;
@@ -277,27 +297,28 @@ __global__ void softmax_ce_block_kernel(int64_t C, const T *__restrict__ x, cons
 
 template <typename T>
 static cudaError_t softmax_ce_launch(int64_t rows, int64_t C, const T *x, const void *labels, int lab64, T ls, T gs,
-                                     T *loss, T *grad, cudaStream_t s) {
+                                     T *loss, T *grad, cg_cuda_err_sink e, cudaStream_t s) {
     if (C <= 1024) {
         unsigned grid = (unsigned)((rows + 7) / 8);
-        if (C <= 128) softmax_ce_warp_kernel<T, 4><<<grid, 256, 0, s>>>(rows, (int)C, x, labels, lab64, ls, gs, loss, grad);
-        else if (C <= 256) softmax_ce_warp_kernel<T, 8><<<grid, 256, 0, s>>>(rows, (int)C, x, labels, lab64, ls, gs, loss, grad);
-        else if (C <= 512) softmax_ce_warp_kernel<T, 16><<<grid, 256, 0, s>>>(rows, (int)C, x, labels, lab64, ls, gs, loss, grad);
-        else softmax_ce_warp_kernel<T, 32><<<grid, 256, 0, s>>>(rows, (int)C, x, labels, lab64, ls, gs, loss, grad);
+        if (C <= 128) softmax_ce_warp_kernel<T, 4><<<grid, 256, 0, s>>>(rows, (int)C, x, labels, lab64, ls, gs, loss, grad, e);
+        else if (C <= 256) softmax_ce_warp_kernel<T, 8><<<grid, 256, 0, s>>>(rows, (int)C, x, labels, lab64, ls, gs, loss, grad, e);
+        else if (C <= 512) softmax_ce_warp_kernel<T, 16><<<grid, 256, 0, s>>>(rows, (int)C, x, labels, lab64, ls, gs, loss, grad, e);
+        else softmax_ce_warp_kernel<T, 32><<<grid, 256, 0, s>>>(rows, (int)C, x, labels, lab64, ls, gs, loss, grad, e);
     } else {
         size_t bytes = (size_t)C * sizeof(T);
         int cache = grad && bytes <= SMEM_ROW_BYTES;
         softmax_ce_block_kernel<T><<<(unsigned)rows, C >= 8192 ? 1024 : 256, cache ? bytes : 0, s>>>(
-            C, x, labels, lab64, ls, gs, cache, loss, grad);
+            C, x, labels, lab64, ls, gs, cache, loss, grad, e);
     }
     return cudaGetLastError();
 }
 
 extern "C" cudaError_t cg_cuda_softmax_ce(int dt, int64_t rows, int64_t C, const void *x, const void *labels, int lab64,
-                                          double ls, double gscale, void *loss, void *grad, cudaStream_t s) {
+                                          double ls, double gscale, void *loss, void *grad, cg_cuda_err_sink err,
+                                          cudaStream_t s) {
     if (rows == 0) return cudaSuccess;
     if (rows > 0x7fffffff || C == 0) return cudaErrorInvalidValue;
-    CG_DISPATCH_FLOAT(dt, T, return softmax_ce_launch<T>(rows, C, (const T *)x, labels, lab64, (T)ls, (T)gscale, (T *)loss, (T *)grad, s));
+    CG_DISPATCH_FLOAT(dt, T, return softmax_ce_launch<T>(rows, C, (const T *)x, labels, lab64, (T)ls, (T)gscale, (T *)loss, (T *)grad, err, s));
     return cudaErrorInvalidValue;
 }
 

@@ -910,6 +910,66 @@ START_TEST(blas1_helpers_match_cpu) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------- sticky device error */
+
+/* A label outside [0, C) cannot be checked on the GPU without a host wait: the CE kernel
+ * records it in the context's sticky error word (NaN for that row as before), the CE call
+ * itself returns CG_OK, and the next host wait (item, to_host, cg_cuda_synchronize)
+ * returns CG_E_INVALID naming label and row like the CPU message. The word is then clear:
+ * a sync passes and a valid call gives the CPU's value. Warp (C 10) and block (C 1500)
+ * paths, i64 and i32 labels, label C and -1. */
+START_TEST(ce_bad_label_reported_at_next_sync) {
+    cgt_rand r = cgt_rand_make("ce bad label");
+    for (int k = 0; k < 8; k++) {
+        int64_t N = 6, C = k & 1 ? 1500 : 10, xs[2] = {N, C};
+        cg_dtype ldt = k & 2 ? CG_I32 : CG_I64;
+        long long bad = k & 4 ? -1 : (long long)C;
+        int how = k % 3; /* 0: item of the mean, 1: to_host of the rows, 2: cg_cuda_synchronize */
+        cg_reduction red = how == 1 ? CG_REDUCE_NONE : CG_REDUCE_MEAN;
+        double lab[6];
+        for (int i = 0; i < N; i++) lab[i] = (double)cgt_randint(&r, 0, C);
+        cg_tensor *x = cgt_randn(&r, xs, 2, CG_F32, GPU);
+        double *xh = cgt_read(x);
+        cg_tensor *good = cgt_tensor(lab, &N, 1, ldt, GPU);
+        cg_tensor *xc = cgt_tensor(xh, xs, 2, CG_F32, CG_CPU), *goodc = cgt_tensor(lab, &N, 1, ldt, CG_CPU);
+        lab[3] = (double)bad;
+        cg_tensor *badl = cgt_tensor(lab, &N, 1, ldt, GPU), *badc = cgt_tensor(lab, &N, 1, ldt, CG_CPU);
+        char want[96];
+        snprintf(want, sizeof want, "label %lld at row 3 is outside [0, %lld)", bad, (long long)C);
+        cg_tensor *loss = NULL, *lc = NULL;
+        CGT_FAILS(cg_softmax_cross_entropy(xc, badc, red, 0.1, &lc), CG_E_INVALID, want); /* the CPU's words */
+        CGT_OK(cg_softmax_cross_entropy(x, badl, red, 0.1, &loss)); /* no host wait: nothing known yet */
+        if (how == 0) {
+            double v = 0;
+            CGT_FAILS(cg_tensor_item(loss, &v), CG_E_INVALID, want, "softmax_cross_entropy", "synchronisation");
+        } else if (how == 1) {
+            float h[6];
+            CGT_FAILS(cg_tensor_to_host(loss, h, sizeof h), CG_E_INVALID, want);
+            for (int i = 0; i < N; i++) /* the data still comes back: NaN only for the bad row */
+                ck_assert_msg(i == 3 ? isnan(h[i]) : isfinite(h[i]), "case %d row %d: %g", k, i, (double)h[i]);
+        } else {
+            CGT_FAILS(cg_cuda_synchronize(0), CG_E_INVALID, want);
+        }
+        CGT_OK(cg_cuda_synchronize(0)); /* reported once, then clear */
+        cg_tensor_release(loss);
+        loss = NULL;
+        CGT_OK(cg_softmax_cross_entropy(x, good, CG_REDUCE_MEAN, 0.1, &loss));
+        CGT_OK(cg_softmax_cross_entropy(xc, goodc, CG_REDUCE_MEAN, 0.1, &lc));
+        double g = cgt_item(loss), c = cgt_item(lc);
+        ck_assert_msg(cgt_close(g, c, gpu_tol(CG_F32, 10)), "case %d after the error: cpu %.9g cuda %.9g", k, c, g);
+        cg_tensor_release(loss);
+        cg_tensor_release(lc);
+        cg_tensor_release(x);
+        cg_tensor_release(xc);
+        cg_tensor_release(good);
+        cg_tensor_release(goodc);
+        cg_tensor_release(badl);
+        cg_tensor_release(badc);
+        free(xh);
+    }
+}
+END_TEST
+
 /* ---------------------------------------------------------------- matmul precision */
 
 static cg_status ap_matmul(cg_tensor *const *in, cg_tensor **out, const void *arg) {
@@ -1093,6 +1153,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, optimizers_match_cpu);
     tcase_add_test(tc, blas1_helpers_match_cpu);
     tcase_add_test(tc, matmul_precisions);
+    tcase_add_test(tc, ce_bad_label_reported_at_next_sync);
     tcase_add_test(tc, allocator_stats_reuse_and_oom);
     tcase_add_test(tc, loader_prefetch_matches_cpu);
     suite_add_tcase(s, tc);

@@ -1,7 +1,9 @@
 /* The CUDA backend table: memory, copies with dtype conversion, fills, Philox draws,
  * BLAS-1 helpers, the fused optimizer update, sync, the asynchronous-upload entries
  * (upload.c) and the op tables (ops_cuda.c). Nothing here synchronises the host except
- * D2H copies, sumsq (its result goes to the host), sync and event_sync. */
+ * D2H copies, sumsq (its result goes to the host), sync and event_sync. D2H copies and
+ * sync also report the sticky device error word (a bad label seen by a kernel since the
+ * last check; context.c cg_cuda_err_check) as CG_E_INVALID. */
 #include <math.h>
 #include <string.h>
 
@@ -14,7 +16,13 @@ static cg_status alloc_cuda(int dev, size_t nbytes, void **ptr) { return cg_cuda
 static void free_cuda(int dev, void *ptr) { cg_cuda_free(dev, ptr); }
 
 static cg_status memcpy_cuda(int dev, void *dst, const void *src, size_t nbytes, cg_copy_kind kind) {
-    return cg_cuda_memcpy(dev, dst, src, nbytes, kind);
+    CG_TRY(cg_cuda_memcpy(dev, dst, src, nbytes, kind));
+    if (kind != CG_COPY_D2H || nbytes == 0) return CG_OK;
+    /* the copy waited for everything queued before it: report a data error it recorded.
+     * The data copied is returned either way (the caller gets the status). */
+    cg_cuda_ctx *ctx = NULL;
+    CG_TRY(cg_cuda_ctx_get(dev, &ctx));
+    return cg_cuda_err_check(ctx);
 }
 
 
@@ -151,6 +159,10 @@ static cg_status optim_cuda(const cg_optim_call *c) {
     return CG_CUDA_CALL(cg_cuda_optim((int)c->param->dtype, n, &a, cg__ptr(c->param), cg__ptr(c->grad), m, v, ctx->stream));
 }
 
+/* cg_cuda_synchronize checks the sticky error word after the wait. event_sync
+ * (cg_cuda_event_sync) does not: the loader waits on it for its own staging buffers and
+ * drops failures of a prefetch (loader.c pf_ahead), which would clear the word and lose
+ * the message; the error stays for the next D2H copy or sync instead. */
 static cg_status sync_cuda(int dev) { return cg_cuda_synchronize(dev); }
 
 const cg_backend cg_cuda_backend = {

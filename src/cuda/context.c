@@ -5,7 +5,13 @@
  * lives until the process exits (handles are not destroyed at exit on purpose: the CUDA
  * runtime may already be torn down by then). All threads share a device's context and
  * therefore its stream; cuDNN calls are serialised by ctx->dnn_lock. A second, copy-only
- * stream is created on the first asynchronous upload (upload.c). */
+ * stream is created on the first asynchronous upload (upload.c).
+ *
+ * Sticky device error: each context has a device claim word and a record in mapped pinned
+ * host memory (cuda_kernels.h cg_cuda_err_sink). A kernel that finds bad data (softmax-CE:
+ * a label outside [0, C)) fills it without any host sync; cg_cuda_err_check, called after
+ * the host waits anyway (D2H copies, sync, event_sync, cg_cuda_synchronize), turns it into
+ * CG_E_INVALID and clears it. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -72,6 +78,65 @@ const char *cg_cuda_availability(void) {
     return g_avail;
 }
 
+/* ---- sticky device error ---- */
+
+/* Mapped record + device claim word. Pinned memory is optional (without it data errors
+ * only give NaN, as before); the device word is not (c->stream must exist). */
+static cg_status err_create(cg_cuda_ctx *c) {
+    void *rec = NULL, *drec = NULL;
+    if (cudaHostAlloc(&rec, sizeof(cg_cuda_err_rec), cudaHostAllocMapped) == cudaSuccess &&
+        cudaHostGetDevicePointer(&drec, rec, 0) == cudaSuccess) {
+        memset(rec, 0, sizeof(cg_cuda_err_rec));
+        c->err_rec = rec;
+        c->err_rec_dev = drec;
+    } else {
+        (void)cudaGetLastError();
+        if (rec) cudaFreeHost(rec);
+    }
+    CG_TRY(CG_CUDA_CALL(cudaMalloc((void **)&c->err_claim, sizeof *c->err_claim)));
+    /* on the stream: ordered before every kernel that may claim it */
+    return CG_CUDA_CALL(cudaMemsetAsync(c->err_claim, 0, sizeof *c->err_claim, c->stream));
+}
+
+static void err_free(cg_cuda_ctx *c) {
+    if (c->err_claim) cudaFree(c->err_claim);
+    if (c->err_rec) cudaFreeHost(c->err_rec);
+    c->err_claim = NULL;
+    c->err_rec = c->err_rec_dev = NULL;
+}
+
+cg_status cg_cuda_err_check(cg_cuda_ctx *c) {
+    volatile cg_cuda_err_rec *r = c->err_rec;
+    /* The caller has just waited for the work to check: kernel writes to mapped memory
+     * are visible to the host once the host has synchronised with the kernel's completion
+     * (and the writer published code last, after __threadfence_system). */
+    if (!r || r->code == CG_CUDA_ERR_NONE) return CG_OK;
+    pthread_mutex_lock(&c->err_lock);
+    unsigned long long code = r->code;
+    atomic_thread_fence(memory_order_acquire); /* payload after code */
+    long long row = r->row, value = r->value, limit = r->limit;
+    if (code != CG_CUDA_ERR_NONE) {
+        /* host record first, then the device word: no kernel can write the record again
+         * before the memset has run, and the memset is queued after our store */
+        r->code = CG_CUDA_ERR_NONE;
+        atomic_thread_fence(memory_order_seq_cst);
+        if (cudaMemsetAsync(c->err_claim, 0, sizeof *c->err_claim, c->stream) != cudaSuccess)
+            (void)cudaGetLastError(); /* the device is failing; later calls will say so */
+    }
+    pthread_mutex_unlock(&c->err_lock);
+    if (code == CG_CUDA_ERR_NONE) return CG_OK; /* another thread reported it */
+    if (code == CG_CUDA_ERR_CE_LABEL)
+        return CG_FAIL(CG_E_INVALID,
+                       "softmax_cross_entropy: label %lld at row %lld is outside [0, %lld) (labels must be class "
+                       "indices); found on cuda:%d by the kernel and reported at the next host synchronisation, "
+                       "so results computed since that softmax_cross_entropy call are not valid",
+                       value, row, limit, c->dev);
+    return CG_FAIL(CG_E_INVALID,
+                   "cuda:%d: a kernel recorded data error %llu (row %lld, value %lld, limit %lld); results computed "
+                   "since then are not valid",
+                   c->dev, code, row, value, limit);
+}
+
 /* ---- contexts ---- */
 
 static pthread_mutex_t g_ctx_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -94,6 +159,7 @@ static cg_status ctx_create(int dev, cg_cuda_ctx **out) {
     CG_CHECK_GOTO(CG_CUDA_CALL(cudaSetDevice(dev)));
     CG_CHECK_GOTO(CG_CUDA_CALL(cudaGetDeviceProperties(&c->prop, dev)));
     CG_CHECK_GOTO(CG_CUDA_CALL(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)));
+    CG_CHECK_GOTO(err_create(c));
     CG_CHECK_GOTO(CG_CUBLAS_CALL(cublasCreate(&c->blas)));
     CG_CHECK_GOTO(CG_CUBLAS_CALL(cublasSetStream(c->blas, c->stream)));
     CG_CHECK_GOTO(CG_CUBLAS_CALL(cublasLtCreate(&c->lt)));
@@ -103,6 +169,7 @@ static cg_status ctx_create(int dev, cg_cuda_ctx **out) {
     CG_CHECK_GOTO(CG_CUBLAS_CALL(cublasSetWorkspace(c->blas, c->lt_ws, c->lt_ws_bytes)));
     pthread_mutex_init(&c->dnn_lock, NULL);
     pthread_mutex_init(&c->copy_lock, NULL);
+    pthread_mutex_init(&c->err_lock, NULL);
     /* cuDNN is optional: without it the own kernels serve every op */
     if (cudnnCreate(&c->dnn) == CUDNN_STATUS_SUCCESS) {
         if (cudnnSetStream(c->dnn, c->stream) != CUDNN_STATUS_SUCCESS) {
@@ -118,6 +185,8 @@ fail:
     if (c->lt_ws) cudaFree(c->lt_ws);
     if (c->lt) cublasLtDestroy(c->lt);
     if (c->blas) cublasDestroy(c->blas);
+    if (c->stream) cudaStreamSynchronize(c->stream); /* the claim word's memset */
+    err_free(c);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
     return st;
@@ -211,5 +280,6 @@ cg_status cg_cuda_device_info_get(int dev, cg_cuda_device_info *out) {
 cg_status cg_cuda_synchronize(int dev) {
     cg_cuda_ctx *c = NULL;
     CG_TRY(cg_cuda_ctx_get(dev, &c));
-    return CG_CUDA_CALL(cudaStreamSynchronize(c->stream));
+    CG_TRY(CG_CUDA_CALL(cudaStreamSynchronize(c->stream)));
+    return cg_cuda_err_check(c);
 }

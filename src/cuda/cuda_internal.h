@@ -1,5 +1,6 @@
 /* CUDA backend internals: the per-device context, the error-checking macro family, the
- * caching allocator and the matmul / cuDNN entry points shared by the C files here. */
+ * sticky device error word (data errors found by kernels, reported at the next host wait),
+ * the caching allocator and the matmul / cuDNN entry points shared by the C files here. */
 #ifndef CG_CUDA_INTERNAL_H
 #define CG_CUDA_INTERNAL_H
 
@@ -40,12 +41,29 @@ typedef struct cg_cuda_ctx {
     pthread_mutex_t copy_lock;
     cudaStream_t copy_stream; /* NULL until the first upload */
     cudaEvent_t copy_ready;   /* recorded on `stream`, waited on by copy_stream */
+    /* sticky device error (cuda_kernels.h cg_cuda_err_sink, docs/cuda.md "Errors"):
+     * err_claim is one device word kernels claim with atomicCAS; err_rec the record in
+     * mapped pinned host memory (err_rec_dev its device address), NULL when pinned memory
+     * could not be had (bad labels then only give NaN). err_lock: check-and-clear. */
+    unsigned long long *err_claim;
+    cg_cuda_err_rec *err_rec, *err_rec_dev;
+    pthread_mutex_t err_lock;
 } cg_cuda_ctx;
 
 /* Context of device `dev`, current on the calling thread (cudaSetDevice done). */
 cg_status cg_cuda_ctx_get(int dev, cg_cuda_ctx **out);
 /* Creates ctx->copy_stream and ctx->copy_ready if missing. Call with ctx->copy_lock held. */
 cg_status cg_cuda_copy_stream_locked(cg_cuda_ctx *ctx);
+/* What kernels that validate data get from the context. */
+static inline cg_cuda_err_sink cg_cuda_err_sink_of(const cg_cuda_ctx *c) {
+    cg_cuda_err_sink e = {c->err_claim, c->err_rec ? c->err_rec_dev : NULL};
+    return e;
+}
+/* Call right after a host wait that covers the work to check (a D2H copy, a stream or
+ * event sync): if a kernel recorded a data error, clear the word (the device part with an
+ * async memset on the stream, no wait) and return CG_E_INVALID with its message. No device
+ * access when nothing was recorded: one read of host memory. */
+cg_status cg_cuda_err_check(cg_cuda_ctx *c);
 /* The device of a tensor on the CUDA backend. */
 static inline int cg_cuda_dev_of(const cg_tensor *t) { return t->st->dev.index; }
 

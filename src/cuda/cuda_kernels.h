@@ -109,13 +109,29 @@ cudaError_t cg_cuda_softmax(int dt, int logsm, int64_t rows, int64_t d, const vo
 cudaError_t cg_cuda_softmax_bwd(int dt, int logsm, int64_t rows, int64_t d, const void *y, const void *g, void *dx,
                                 cudaStream_t s);
 
+/* Sticky device error (docs/cuda.md "Errors"): a kernel that finds bad data claims the
+ * device word *claim with atomicCAS(0 -> code); only the winner fills *rec (mapped pinned
+ * host memory, through its device address), publishing rec->code last. The host reads and
+ * clears it after each wait (cg_cuda_err_check). rec NULL: not available, record nothing. */
+enum { CG_CUDA_ERR_NONE = 0, CG_CUDA_ERR_CE_LABEL = 1 /* row, value = label, limit = C */ };
+typedef struct cg_cuda_err_rec {
+    unsigned long long code; /* CG_CUDA_ERR_*, written last */
+    long long row, value, limit;
+} cg_cuda_err_rec;
+typedef struct cg_cuda_err_sink {
+    unsigned long long *claim; /* device memory, 0 when free */
+    cg_cuda_err_rec *rec;      /* device address of the mapped host record, or NULL */
+} cg_cuda_err_sink;
+
 /* Fused softmax cross-entropy forward, one read of the logits per row:
  * loss[r] = logsumexp(x_r) - sum_j t_j x_rj with t = (1-ls) onehot(label) + ls/C (=);
  * grad (may be NULL) [r, j] = (softmax(x_r)_j - t_j) * gscale (=), gscale = 1/N for a mean
  * (the CPU's aux convention). Labels are i32 (lab64 0) or i64;
- * an out-of-range label gives NaN for that row. */
+ * an out-of-range label gives NaN for that row and is recorded in `err`
+ * (CG_CUDA_ERR_CE_LABEL, the first claimant wins). */
 cudaError_t cg_cuda_softmax_ce(int dt, int64_t rows, int64_t C, const void *x, const void *labels, int lab64,
-                               double ls, double gscale, void *loss, void *grad, cudaStream_t s);
+                               double ls, double gscale, void *loss, void *grad, cg_cuda_err_sink err,
+                               cudaStream_t s);
 /* dx[r, j] = grad[r, j] * (per_row ? g[r] : g[0]) * scale (=) */
 cudaError_t cg_cuda_softmax_ce_bwd(int dt, int64_t rows, int64_t C, int per_row, double scale, const void *g,
                                    const void *grad, void *dx, cudaStream_t s);

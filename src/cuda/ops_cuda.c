@@ -563,7 +563,7 @@ static cg_status softmax_ce_fwd(const cg_op_call *c) {
     if (red) CG_TRY(cg_cuda_scratch(ctx->dev, (size_t)(N ? N : 1) * cg_dtype_size(dt), &loss));
     cg_status st = CG_CUDA_CALL(cg_cuda_softmax_ce((int)dt, N, C, ptr(x), ptr(lab), lab->dtype == CG_I64,
                                               c->p->label_smoothing, red_scale(c->p->reduction, N), loss,
-                                              ptr(c->aux[0]), ctx->stream));
+                                              ptr(c->aux[0]), cg_cuda_err_sink_of(ctx), ctx->stream));
     if (st == CG_OK && red) st = sum_terms(ctx, dt, N, red_scale(c->p->reduction, N), loss, ptr(c->out));
     if (red) cg_cuda_free(ctx->dev, loss);
     return st;
