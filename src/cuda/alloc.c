@@ -231,7 +231,13 @@ static int stage_ready(pool *p) {
     /* recorded once so the first wait returns at once */
     p->stage_ok = 1;
     return 1;
-fail:
+fail: /* give back what was made; transfers then go unstaged */
+    for (int i = 0; i < 2; i++) {
+        if (p->stage[i]) cudaFreeHost(p->stage[i]);
+        if (p->stage_ev[i]) cudaEventDestroy(p->stage_ev[i]);
+        p->stage[i] = NULL;
+        p->stage_ev[i] = NULL;
+    }
     (void)cudaGetLastError();
     return 0;
 }

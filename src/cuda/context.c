@@ -200,13 +200,16 @@ cg_status cg_cuda_ctx_get(int dev, cg_cuda_ctx **out) {
         pthread_mutex_lock(&g_ctx_lock);
         c = atomic_load(&g_ctx[dev]);
         cg_status st = CG_OK;
+        int created = 0;
         if (!c) {
             st = ctx_create(dev, &c);
             if (st == CG_OK) atomic_store(&g_ctx[dev], c);
+            created = st == CG_OK;
         }
         pthread_mutex_unlock(&g_ctx_lock);
         CG_TRY(st);
-        tl_current = dev;
+        /* only the creator ran cudaSetDevice; a thread that lost the race switches below */
+        if (created) tl_current = dev;
     }
     if (tl_current != dev) {
         CG_TRY(CG_CUDA_CALL(cudaSetDevice(dev)));

@@ -67,6 +67,21 @@ static void cache_put(const algo_entry *e) {
     pthread_mutex_unlock(&g_cache_lock);
 }
 
+/* Marks every entry of k refused (cuBLASLt refused the heuristic's pick at run time), or
+ * adds a refused entry. */
+static void cache_refuse(const algo_entry *e) {
+    int hit = 0;
+    pthread_mutex_lock(&g_cache_lock);
+    for (int i = 0; i < CACHE_SIZE; i++)
+        if (g_cache[i].used && key_eq(&g_cache[i].key, &e->key)) g_cache[i].refused = hit = 1;
+    pthread_mutex_unlock(&g_cache_lock);
+    if (!hit) {
+        algo_entry r = *e;
+        r.refused = 1;
+        cache_put(&r);
+    }
+}
+
 /* Descriptors of one call; destroyed by lt_free. */
 typedef struct lt_call {
     cublasLtMatmulDesc_t op;
@@ -245,8 +260,16 @@ cg_status cg_cuda_gemm_ex(cg_cuda_ctx *ctx, cg_dtype dt, int ta, int tb, int64_t
         const double oned = 1.0, zerod = 0.0;
         const void *alpha = dt == CG_F64 ? (const void *)&oned : (const void *)&onef;
         const void *beta = dt == CG_F64 ? (const void *)&zerod : (const void *)&zerof;
-        st = CG_CUBLAS_CALL(cublasLtMatmul(ctx->lt, l.op, alpha, B, l.a, A, l.b, beta, C, l.c, C, l.c, &e.algo, ctx->lt_ws,
-                                      ctx->lt_ws_bytes, ctx->stream));
+        cublasStatus_t ms = cublasLtMatmul(ctx->lt, l.op, alpha, B, l.a, A, l.b, beta, C, l.c, C, l.c, &e.algo,
+                                           ctx->lt_ws, ctx->lt_ws_bytes, ctx->stream);
+        if (ms == CUBLAS_STATUS_NOT_SUPPORTED) { /* the heuristic's pick refused at run time: not again */
+            cache_refuse(&e);
+            lt_free(&l);
+            if (epi != CG_EPI_NONE)
+                return CG_FAIL(CG_E_UNSUPPORTED, "matmul epilogue: cuBLASLt refused the algorithm for this case");
+            return blas_fallback(ctx, dt, prec, ta, tb, M, N, K, A, B, C);
+        }
+        st = cg__cublas_status(ms, "cublasLtMatmul", __FILE__, __LINE__);
     }
     lt_free(&l);
     return st;
