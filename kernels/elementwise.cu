@@ -432,7 +432,8 @@ extern "C" cudaError_t cg_cuda_rand(int dt, int64_t n, int dist, double a, doubl
 // ---------------------------------------------------------------- axpy / scal
 
 template <typename T> __global__ void axpy_kernel(int64_t n, double alpha, const T *__restrict__ x, T *__restrict__ y) {
-    CG_GRID_STRIDE(i, n) y[i] = (T)((double)y[i] + alpha * (double)x[i]);
+    // rounded twice like the CPU's ISO C (nvcc would contract into one fma)
+    CG_GRID_STRIDE(i, n) y[i] = (T)__dadd_rn((double)y[i], __dmul_rn(alpha, (double)x[i]));
 }
 
 template <typename T> __global__ void scal_kernel(int64_t n, double alpha, T *y) {
@@ -459,16 +460,21 @@ extern "C" cudaError_t cg_cuda_scal(int dt, int64_t n, double alpha, void *y, cu
 // (same expression, explicitly rounded operations), double math, stored in T.
 template <typename T>
 __global__ void optim_kernel(int64_t n, cg_optim_coef k, T *__restrict__ p, const T *__restrict__ g,
-                             T *__restrict__ m, T *__restrict__ v) {
+                             T *__restrict__ m, T *__restrict__ v, const double *gate, const double *sumsq,
+                             double clip_max) {
+    double gs;
+    if (!cg_optim_gate(gate, sumsq, clip_max, &gs)) return; // the whole update is skipped
+    bool scaled = gs != 1.0;
     CG_GRID_STRIDE(i, n) {
         double pi = (double)p[i];
+        double gi = scaled ? (double)(T)__dmul_rn((double)g[i], gs) : (double)g[i]; // as a scaling pass
         if (k.kind == 0) {
             double bi = m ? (double)m[i] : 0.0;
-            cg_sgd_elem(&k, &pi, (double)g[i], &bi, m != NULL);
+            cg_sgd_elem(&k, &pi, gi, &bi, m != NULL);
             if (m) m[i] = (T)bi;
         } else {
             double mi = (double)m[i], vi = (double)v[i];
-            cg_adam_elem(&k, &pi, (double)g[i], &mi, &vi);
+            cg_adam_elem(&k, &pi, gi, &mi, &vi);
             m[i] = (T)mi;
             v[i] = (T)vi;
         }
@@ -477,10 +483,12 @@ __global__ void optim_kernel(int64_t n, cg_optim_coef k, T *__restrict__ p, cons
 }
 
 extern "C" cudaError_t cg_cuda_optim(int dt, int64_t n, const cg_optim_coef *a, void *p, const void *g, void *m,
-                                     void *v, cudaStream_t s) {
+                                     void *v, const double *gate, const double *sumsq, double clip_max,
+                                     cudaStream_t s) {
     if (n == 0) return cudaSuccess;
     CG_DISPATCH_FLOAT(dt, T, {
-        optim_kernel<T><<<cg_blocks_for(n), CG_THREADS, 0, s>>>(n, *a, (T *)p, (const T *)g, (T *)m, (T *)v);
+        optim_kernel<T><<<cg_blocks_for(n), CG_THREADS, 0, s>>>(n, *a, (T *)p, (const T *)g, (T *)m, (T *)v, gate,
+                                                                sumsq, clip_max);
     });
     return cudaGetLastError();
 }

@@ -170,46 +170,135 @@ extern "C" cudaError_t cg_cuda_reduce_bwd(int dt, int64_t outer, int64_t n, int6
     return cudaGetLastError();
 }
 
-// ---------------------------------------------------------------- sumsq
+// ---------------------------------------------------------------- reduce_to / count_correct
+// The training loop's device-side bookkeeping (backend.h: reduce_to, count_correct): a
+// scalar f64 slot is written or accumulated on the stream, never read back by the host in
+// a step. reduce_to: one read of x (n * sizeof(T) bytes) plus B partials; fixed block
+// count for a given n and fixed order, so the bits are the same on every run.
 
-#define SUMSQ_CHUNK 8192
+#define REDUCE_TO_CHUNK 8192
 
-static int64_t sumsq_blocks(int64_t n) {
-    int64_t b = (n + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK;
+static int64_t reduce_to_blocks(int64_t n) {
+    int64_t b = (n + REDUCE_TO_CHUNK - 1) / REDUCE_TO_CHUNK;
     return b < 1 ? 1 : b > 1024 ? 1024 : b;
 }
 
-extern "C" size_t cg_cuda_sumsq_workspace(int64_t n) { return (size_t)sumsq_blocks(n) * sizeof(double); }
+extern "C" size_t cg_cuda_reduce_to_workspace(int64_t n) { return (size_t)reduce_to_blocks(n) * sizeof(double); }
 
-template <typename T> __global__ void sumsq_part_kernel(int64_t n, int64_t B, const T *__restrict__ x, double *part) {
+template <typename T>
+__global__ void reduce_to_part_kernel(int64_t n, int64_t B, const T *__restrict__ x, int square, double *part) {
     __shared__ double sh[32];
     int64_t L = (n + B - 1) / B, k0 = (int64_t)blockIdx.x * L, k1 = k0 + L < n ? k0 + L : n;
     double s = 0.0;
     for (int64_t k = k0 + threadIdx.x; k < k1; k += blockDim.x) {
         double v = (double)x[k];
-        s += v * v;
+        s += square ? v * v : v;
     }
     s = cg_block_sum(s, sh);
     if (threadIdx.x == 0) part[blockIdx.x] = s;
 }
 
-__global__ void sumsq_final_kernel(int64_t B, const double *part, double *out) {
+// dst (= or +=) alpha * sum(part): explicitly rounded, like the CPU's `alpha * s` and `d + v`
+// (alpha = 0 still multiplies, so a non-finite sum poisons dst: the sticky guard)
+__global__ void reduce_to_final_kernel(int64_t B, const double *part, double alpha, int accumulate, double *dst) {
     __shared__ double sh[32];
     double s = 0.0;
     for (int64_t k = threadIdx.x; k < B; k += blockDim.x) s += part[k];
     s = cg_block_sum(s, sh);
-    if (threadIdx.x == 0) *out = s;
+    if (threadIdx.x == 0) {
+        double v = __dmul_rn(alpha, s);
+        *dst = accumulate ? __dadd_rn(*dst, v) : v;
+    }
 }
 
-extern "C" cudaError_t cg_cuda_sumsq(int dt, int64_t n, const void *x, double *out, void *ws, cudaStream_t s) {
-    if (n == 0) return cudaMemsetAsync(out, 0, sizeof(double), s);
-    int64_t B = sumsq_blocks(n);
-    CG_DISPATCH_FLOAT(dt, T, {
-        sumsq_part_kernel<T><<<(unsigned)B, 256, 0, s>>>(n, B, (const T *)x, (double *)ws);
-    });
-    cudaError_t e = cudaGetLastError();
+extern "C" cudaError_t cg_cuda_reduce_to(int dt, int64_t n, const void *x, double alpha, int square, int accumulate,
+                                         double *dst, void *ws, cudaStream_t s) {
+    int64_t B = reduce_to_blocks(n);
+    if (n == 0) {
+        cudaError_t e = cudaMemsetAsync(ws, 0, sizeof(double), s); // one zero partial
+        if (e != cudaSuccess) return e;
+    } else {
+        CG_DISPATCH_FLOAT(dt, T, {
+            reduce_to_part_kernel<T><<<(unsigned)B, 256, 0, s>>>(n, B, (const T *)x, square, (double *)ws);
+        });
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) return e;
+    }
+    reduce_to_final_kernel<<<1, 256, 0, s>>>(B, (const double *)ws, alpha, accumulate, dst);
+    return cudaGetLastError();
+}
+
+// The row's first maximum, NaNs skipped; a NaN in column 0 wins (the CPU's sequential
+// `row[j] > row[best]` scan). A warp per row: each lane keeps its first maximum over
+// columns lane, lane + 32, ...; lanes combine by (larger value, then smaller index).
+template <typename T>
+__global__ void count_argmax_kernel(int64_t rows, int64_t C, const T *__restrict__ x, const void *target, int tdt,
+                                    size_t ts, unsigned long long *count) {
+    const int lane = threadIdx.x & 31;
+    const int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
+    unsigned long long ok = 0;
+    for (int64_t r = warp; r < rows; r += nwarps) { // the same r for every lane of the warp
+        const T *row = x + r * C;
+        T bv = (T)0;
+        int64_t bi = -1;
+        for (int64_t j = lane; j < C; j += 32) {
+            T v = row[j];
+            if (!isnan(v) && (bi < 0 || v > bv)) bv = v, bi = j;
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            T ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) bv = ov, bi = oi;
+        }
+        if (lane == 0) {
+            int64_t best = isnan(row[0]) || bi < 0 ? 0 : bi;
+            double t = cg_load_f((const char *)target + (size_t)r * ts, tdt);
+            ok += (double)best == t;
+        }
+    }
+    if (lane == 0 && ok) atomicAdd(count, ok); // integer atomics: the total is exact in any order
+}
+
+// (N) or (N, 1) predictions: (x > 0) == (target > 0.5)
+template <typename T>
+__global__ void count_binary_kernel(int64_t n, const T *__restrict__ x, const void *target, int tdt, size_t ts,
+                                    unsigned long long *count) {
+    unsigned long long ok = 0;
+    CG_GRID_STRIDE(i, n) {
+        double t = cg_load_f((const char *)target + (size_t)i * ts, tdt);
+        ok += ((double)x[i] > 0) == (t > 0.5);
+    }
+    if (ok) atomicAdd(count, ok);
+}
+
+__global__ void count_store_kernel(const unsigned long long *count, int accumulate, double *dst) {
+    double v = (double)*count;
+    *dst = accumulate ? __dadd_rn(*dst, v) : v;
+}
+
+extern "C" cudaError_t cg_cuda_count_correct(int dt, int64_t rows, int64_t C, const void *x, const void *target,
+                                             int tdt, int accumulate, double *dst, void *ws, cudaStream_t s) {
+    unsigned long long *count = (unsigned long long *)ws;
+    size_t ts = cg_dtype_size((cg_dtype)tdt);
+    cudaError_t e = cudaMemsetAsync(count, 0, sizeof *count, s);
     if (e != cudaSuccess) return e;
-    sumsq_final_kernel<<<1, 256, 0, s>>>(B, (const double *)ws, out);
+    if (rows > 0) {
+        if (C > 1) {
+            int64_t blocks = (rows + 7) / 8; // 8 warps of 256 threads, a row each
+            unsigned grid = (unsigned)(blocks < 4096 ? blocks : 4096);
+            CG_DISPATCH_FLOAT(dt, T, {
+                count_argmax_kernel<T><<<grid, 256, 0, s>>>(rows, C, (const T *)x, target, tdt, ts, count);
+            });
+        } else {
+            CG_DISPATCH_FLOAT(dt, T, {
+                count_binary_kernel<T><<<cg_blocks_for(rows), CG_THREADS, 0, s>>>(rows, (const T *)x, target, tdt, ts, count);
+            });
+        }
+        e = cudaGetLastError();
+        if (e != cudaSuccess) return e;
+    }
+    count_store_kernel<<<1, 1, 0, s>>>(count, accumulate, dst);
     return cudaGetLastError();
 }
 

@@ -31,6 +31,16 @@ typedef struct cg_optim_call {
     double lr, momentum, dampening, weight_decay, beta1, beta2, eps;
     int nesterov;
     int64_t step; /* 1 on the first update */
+    /* Device-side gating, so that a training step never waits for the host (both optional,
+     * f64 scalars on the parameter's device, read by the kernel itself):
+     * gate: when *gate is not finite the update is skipped, nothing is written (the
+     *   training loop's sticky guard: it absorbs 0 * loss, so one NaN loss poisons it);
+     * clip_sumsq: the squared global gradient norm s; a non-finite s skips the update too;
+     *   when clip_max > 0 and sqrt(s) > clip_max, every gradient element is first scaled by
+     *   clip_max / (sqrt(s) + 1e-6) and rounded to the parameter dtype, exactly as a
+     *   separate in-place scaling pass (torch.nn.utils.clip_grad_norm_) would. */
+    const cg_tensor *gate, *clip_sumsq;
+    double clip_max;
 } cg_optim_call;
 
 typedef struct cg_backend {
@@ -46,7 +56,15 @@ typedef struct cg_backend {
     cg_status (*rand)(cg_tensor *t, cg_rand_dist dist, double a, double b, uint64_t seed, uint64_t offset);
     cg_status (*axpy)(cg_tensor *y, double alpha, const cg_tensor *x); /* y += alpha*x, contiguous */
     cg_status (*scal)(cg_tensor *y, double alpha);                     /* y *= alpha */
-    cg_status (*sumsq)(const cg_tensor *x, double *out);               /* to host */
+    /* dst (=, or += when accumulate) alpha * sum(x) (square: sum(x^2)), in double; dst is one
+     * f64 element on x's device, contiguous x is f32/f64. No host wait. alpha multiplies even
+     * when it is 0, so a non-finite sum makes dst NaN (the training loop's sticky guard). */
+    cg_status (*reduce_to)(cg_tensor *dst, const cg_tensor *x, double alpha, int square, int accumulate);
+    /* dst (=, or += when accumulate) the number of rows of pred that match target, as an f64
+     * element on pred's device. pred (N, C), C > 1: the row's first maximum (a NaN in column 0
+     * wins; other NaNs are skipped) equals target; pred (N) or (N, 1): (pred > 0) == (target
+     * > 0.5). target: N elements of any dtype. No host wait. */
+    cg_status (*count_correct)(cg_tensor *dst, const cg_tensor *pred, const cg_tensor *target, int accumulate);
     cg_status (*optim)(const cg_optim_call *c);
     cg_status (*sync)(int dev);
     /* ---- asynchronous host->device uploads (optional: all NULL on the CPU backend, where

@@ -171,6 +171,13 @@ typedef struct cg_op_info {
 extern const cg_op_info cg_op_table[CG_OP_COUNT];
 
 /* Run an op: check, infer shape, dispatch forward, record the node. ops.c */
+/* Device-side scalar bookkeeping (backend reduce_to / count_correct, see backend.h): dst is
+ * one f64 element on the input's device; nothing waits for the device. */
+cg_status cg__reduce_to(cg_tensor *dst, const cg_tensor *x, double alpha, int square, int accumulate);
+cg_status cg__count_correct(cg_tensor *dst, const cg_tensor *pred, const cg_tensor *target, int accumulate);
+cg_status cg__f64_zeros(cg_device dev, int64_t n, cg_tensor **out); /* n f64 zeros on dev */
+cg_status cg__read_f64(const cg_tensor *t, double *out, int64_t n); /* first n of contiguous f64; waits */
+
 cg_status cg__apply(cg_op op, const cg_op_params *p, const cg_tensor *const *in, int n_in, cg_tensor **out);
 
 /* Inputs whose gradient the engine wants: gin[i] != NULL on entry to a backward rule

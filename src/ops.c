@@ -482,12 +482,75 @@ cg_status cg_scale_(cg_tensor *y, double alpha) {
     return CG_OK;
 }
 
+static cg_status check_f64_slot(const cg_tensor *dst, cg_device dev, const char *fn) {
+    if (!dst || dst->dtype != CG_F64 || cg__numel(dst->shape, dst->ndim) != 1)
+        return CG_FAIL(CG_E_INTERNAL, "%s: the destination must be one f64 element", fn);
+    if (!cg__same_device(dst->st->dev, dev))
+        return CG_FAIL(CG_E_DEVICE, "%s: the destination is on %s, the input on %s", fn, cg_device_str(dst->st->dev),
+                       cg_device_str(dev));
+    return CG_OK;
+}
+
+cg_status cg__reduce_to(cg_tensor *dst, const cg_tensor *x, double alpha, int square, int accumulate) {
+    CG_TRY(check_f64_slot(dst, x->st->dev, "reduce"));
+    if (!cg__is_float(x->dtype)) return CG_FAIL(CG_E_DTYPE, "reduce: needs f32 or f64, got %s", cg_dtype_name(x->dtype));
+    cg_tensor *xc;
+    CG_TRY(cg__tensor_contiguous(x, &xc));
+    cg_status st = cg__backend(x->st->dev)->reduce_to(dst, xc, alpha, square, accumulate);
+    cg_tensor_release(xc);
+    if (st == CG_OK) cg__bump_version(dst);
+    return st;
+}
+
+cg_status cg__count_correct(cg_tensor *dst, const cg_tensor *pred, const cg_tensor *target, int accumulate) {
+    CG_TRY(check_f64_slot(dst, pred->st->dev, "accuracy"));
+    int64_t n = pred->ndim ? pred->shape[0] : 1;
+    if (pred->ndim > 2) return CG_FAIL(CG_E_SHAPE, "accuracy: predictions must be (N) or (N, C)");
+    if (!cg__is_float(pred->dtype))
+        return CG_FAIL(CG_E_DTYPE, "accuracy: predictions must be f32 or f64, got %s", cg_dtype_name(pred->dtype));
+    if (cg__numel(target->shape, target->ndim) != n) {
+        char a[96], b[96];
+        return CG_FAIL(CG_E_SHAPE, "accuracy: %s predictions need one target per row, got %s",
+                       cg__shape_str(pred->shape, pred->ndim, a, 96), cg__shape_str(target->shape, target->ndim, b, 96));
+    }
+    cg_tensor *pc = NULL, *tc = NULL;
+    cg_status st = cg__tensor_contiguous(pred, &pc);
+    if (st == CG_OK) /* targets elsewhere (labels kept on the host) travel to the predictions */
+        st = cg__same_device(pred->st->dev, target->st->dev) ? cg__tensor_contiguous(target, &tc)
+                                                             : cg__tensor_copy_to(target, target->dtype, pred->st->dev, &tc);
+    if (st == CG_OK) st = cg__backend(pred->st->dev)->count_correct(dst, pc, tc, accumulate);
+    cg_tensor_release(pc);
+    cg_tensor_release(tc);
+    if (st == CG_OK) cg__bump_version(dst);
+    return st;
+}
+
+cg_status cg__f64_zeros(cg_device dev, int64_t n, cg_tensor **out) {
+    cg_tensor *t;
+    CG_TRY(cg__tensor_new(&n, 1, CG_F64, dev, &t));
+    cg_status st = cg__backend(dev)->fill(t, 0.0);
+    if (st != CG_OK) {
+        cg_tensor_release(t);
+        return st;
+    }
+    *out = t;
+    return CG_OK;
+}
+
+cg_status cg__read_f64(const cg_tensor *t, double *out, int64_t n) {
+    if (t->dtype != CG_F64 || n > cg__numel(t->shape, t->ndim))
+        return CG_FAIL(CG_E_INTERNAL, "read: %lld f64 values asked of a %s tensor of %lld", (long long)n,
+                       cg_dtype_name(t->dtype), (long long)cg__numel(t->shape, t->ndim));
+    return cg__backend(t->st->dev)->memcpy(t->st->dev.index, out, cg__ptr(t), (size_t)n * sizeof *out, CG_COPY_D2H);
+}
+
 cg_status cg_sumsq(const cg_tensor *x, double *out) {
     if (!x || !out) return CG_FAIL(CG_E_INVALID, "cg_sumsq: NULL argument");
     if (!cg__is_float(x->dtype)) return CG_FAIL(CG_E_DTYPE, "cg_sumsq: needs f32 or f64, got %s", cg_dtype_name(x->dtype));
-    cg_tensor *xc;
-    CG_TRY(cg__tensor_contiguous(x, &xc));
-    cg_status st = cg__backend(x->st->dev)->sumsq(xc, out);
-    cg_tensor_release(xc);
+    cg_tensor *acc;
+    CG_TRY(cg__f64_zeros(x->st->dev, 1, &acc));
+    cg_status st = cg__reduce_to(acc, x, 1.0, 1, 0);
+    if (st == CG_OK) st = cg__read_f64(acc, out, 1); /* waits */
+    cg_tensor_release(acc);
     return st;
 }

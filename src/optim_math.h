@@ -55,6 +55,21 @@ static inline cg_optim_coef cg_optim_coef_make(int kind, double lr, double momen
     return k;
 }
 
+/* The device-side gate of cg_optim_call (backend.h), read by the update kernel itself: 0 when
+ * the update is skipped; otherwise *gscale is the factor the gradient is scaled by before
+ * the rule (1 when not clipping). gate, sumsq: the f64 scalars, or NULL. */
+CG_HOSTDEV int cg_optim_gate(const double *gate, const double *sumsq, double clip_max, double *gscale) {
+    *gscale = 1.0;
+    if (gate && !isfinite(*gate)) return 0;
+    if (sumsq) {
+        double s = *sumsq;
+        if (!isfinite(s)) return 0;
+        double norm = sqrt(s);
+        if (clip_max > 0 && norm > clip_max) *gscale = clip_max / CG_ADD(norm, 1e-6); /* as clip_grad_norm_ */
+    }
+    return 1;
+}
+
 /* SGD: g += wd*p; buf = momentum*buf + (1-dampening)*g (buf = g on the first step);
  * g = nesterov ? g + momentum*buf : buf; p -= lr*g. has_buf: momentum != 0. */
 CG_HOSTDEV void cg_sgd_elem(const cg_optim_coef *k, double *p, double g, double *buf, int has_buf) {

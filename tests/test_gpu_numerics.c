@@ -883,6 +883,136 @@ START_TEST(optimizers_match_cpu) {
 }
 END_TEST
 
+/* The optimizer's device-side gate (cg_optim_call.gate / clip_sumsq, read by the kernel
+ * itself): skip on a NaN gate or an infinite norm, clip in the kernel above the threshold,
+ * nothing scaled under it; GPU bit for bit equal to the CPU in every mode. */
+START_TEST(gated_optimizer_matches_cpu) {
+    const cg_backend *bc = cg__backend(CG_CPU), *bg = cg__backend(GPU);
+    cgt_rand r = cgt_rand_make("gate");
+    int64_t n = 4099, one = 1;
+    for (int k = 0; k < 4; k++) {
+        cg_dtype dt = k % 2 ? CG_F64 : CG_F32;
+        double *p0 = randn_arr(&r, n, 0, 1), *g0 = randn_arr(&r, n, 0, 3);
+        double ss = 0;
+        for (int64_t i = 0; i < n; i++) ss += g0[i] * g0[i];
+        for (int mode = 0; mode < 4; mode++) {
+            double gate_v = mode == 0 ? NAN : 0.0, sq_v = mode == 1 ? INFINITY : ss;
+            double *res[2][2];
+            for (int dv = 0; dv < 2; dv++) {
+                cg_device dev = dv ? GPU : CG_CPU;
+                cg_tensor *p = cgt_tensor(p0, &n, 1, dt, dev), *g = cgt_tensor(g0, &n, 1, dt, dev),
+                          *m = cgt_tensor(g0, &n, 1, dt, dev), *v = cgt_tensor(p0, &n, 1, dt, dev);
+                for (int64_t i = 0; i < 1; i++) CGT_OK(cg_tensor_fill(v, 0.25));
+                cg_tensor *gate = cgt_tensor(&gate_v, &one, 1, CG_F64, dev), *sq = cgt_tensor(&sq_v, &one, 1, CG_F64, dev);
+                cg_optim_call c = {.kind = k < 2 ? CG_OPTIM_SGD : CG_OPTIM_ADAMW, .param = p, .grad = g, .m = m, .v = v,
+                                   .lr = 0.05, .momentum = 0.9, .weight_decay = 0.01, .beta1 = 0.9, .beta2 = 0.999,
+                                   .eps = 1e-8, .step = 4, .gate = gate, .clip_sumsq = sq,
+                                   .clip_max = mode == 3 ? 2 * sqrt(ss) : 0.3 * sqrt(ss)};
+                CGT_OK((dv ? bg : bc)->optim(&c));
+                res[dv][0] = cgt_read(p);
+                res[dv][1] = cgt_read(m);
+                cg_tensor *all[6] = {p, g, m, v, gate, sq};
+                for (int i = 0; i < 6; i++) cg_tensor_release(all[i]);
+            }
+            char what[64];
+            snprintf(what, sizeof what, "gated optimizer case %d mode %d", k, mode);
+            for (int j = 0; j < 2; j++) CGT_ASSERT_CLOSE_ARR(res[1][j], res[0][j], n, ((cgt_tol){0, 0}), what);
+            if (mode < 2) CGT_ASSERT_CLOSE_ARR(res[1][0], p0, n, gpu_tol(dt, 1), what); /* untouched */
+            for (int dv = 0; dv < 2; dv++) free(res[dv][0]), free(res[dv][1]);
+        }
+        free(p0), free(g0);
+    }
+}
+END_TEST
+
+/* Accuracy counted on the device (backend count_correct: a warp per row, first maximum,
+ * NaNs skipped unless in column 0) equals the CPU count: planted ties, NaNs and infinities,
+ * widths 1 to 1025, i32/i64/f32 targets, f32/f64 predictions. */
+START_TEST(accuracy_count_matches_cpu) {
+    cgt_rand r = cgt_rand_make("acc");
+    const int64_t widths[] = {1, 2, 10, 31, 33, 1025};
+    const cg_dtype tdts[] = {CG_I32, CG_I64, CG_F32};
+    for (int w = 0; w < 6; w++)
+        for (int k = 0; k < 6; k++) {
+            int64_t c = widths[w], n = k < 3 ? cgt_randint(&r, 1, 9) : cgt_randint(&r, 1000, 5000);
+            cg_dtype pdt = k % 2 ? CG_F64 : CG_F32, tdt = tdts[k % 3];
+            double *pv = malloc((size_t)(n * c) * sizeof *pv), *tv = malloc((size_t)n * sizeof *tv);
+            for (int64_t i = 0; i < n * c; i++) {
+                double u = cgt_uniform(&r, 0, 1);
+                pv[i] = u < 0.03 ? NAN : u < 0.05 ? -INFINITY : u < 0.06 ? INFINITY : (double)cgt_randint(&r, -2, 3);
+            }
+            for (int64_t i = 0; i < n; i++) tv[i] = (double)cgt_randint(&r, 0, c == 1 ? 2 : c);
+            int64_t shape[2] = {n, c}, got[2];
+            for (int dv = 0; dv < 2; dv++) {
+                cg_device dev = dv ? GPU : CG_CPU;
+                cg_tensor *pt = cgt_tensor(pv, shape, 2, pdt, dev), *tt = cgt_tensor(tv, &n, 1, tdt, dev);
+                CGT_OK(cg_accuracy_count(pt, tt, &got[dv], NULL));
+                cg_tensor_release(pt), cg_tensor_release(tt);
+            }
+            ck_assert_msg(got[0] == got[1], "n %lld c %lld: cpu %lld gpu %lld", (long long)n, (long long)c,
+                          (long long)got[0], (long long)got[1]);
+            free(pv), free(tv);
+        }
+}
+END_TEST
+
+/* fit on the GPU queues every step without a host wait; it must still match the CPU: the
+ * same losses and accuracies per epoch (f64 model), and the same failure on a NaN after a
+ * full step-log window, with the skipped steps' counters taken back. */
+START_TEST(fit_matches_cpu_and_rolls_back) {
+    cgt_rand r = cgt_rand_make("fit");
+    int64_t n = 100, shape[2] = {100, 6};
+    double *xv = randn_arr(&r, n * 6, 0, 1), *yv = malloc((size_t)n * sizeof *yv);
+    for (int64_t i = 0; i < n; i++) yv[i] = (double)(i % 3), xv[i * 6 + i % 3] += 2;
+    for (int bad = 0; bad < 2; bad++) {
+        if (bad) xv[80 * 6 + 1] = NAN;
+        cg_epoch_logs logs[2][2];
+        int64_t steps[2];
+        double *w[2];
+        for (int dv = 0; dv < 2; dv++) {
+            cg_tensor *x = cgt_tensor(xv, shape, 2, CG_F64, CG_CPU), *y = cgt_tensor(yv, &n, 1, CG_I64, CG_CPU);
+            cg_model *m;
+            CGT_OK(cg_model_create(dv ? GPU : CG_CPU, CG_F64, 5, &m));
+            CGT_OK(cg_model_add_dense(m, 6, 16, CG_ACT_RELU));
+            CGT_OK(cg_model_add_dense(m, 16, 3, CG_ACT_NONE));
+            cg_optim_config o = cg_optim_adam(1e-2);
+            o.clip_norm = 1.0;
+            cg_loss_config l = cg_loss_config_default(CG_LOSS_CROSS_ENTROPY);
+            CGT_OK(cg_model_compile(m, &o, &l, CG_METRIC_ACCURACY));
+            cg_fit_config fc = cg_fit_config_default();
+            fc.epochs = 2;
+            fc.batch_size = bad ? 1 : 7;
+            fc.shuffle = !bad;
+            fc.verbose = CG_VERBOSE_QUIET;
+            cg_history *h = NULL;
+            if (bad) {
+                CGT_FAILS(cg_model_fit(m, x, y, &fc, &h), CG_E_NUMERIC, "epoch 1, step 81 of 100");
+            } else {
+                CGT_OK(cg_model_fit(m, x, y, &fc, &h));
+                for (int e = 0; e < 2; e++) logs[dv][e] = *cg_history_at(h, e);
+                cg_history_free(h);
+            }
+            steps[dv] = cg_optimizer_steps(cg_model_optimizer(m));
+            w[dv] = cgt_read(cg_model_flat_params(m));
+            int64_t nw = cg_tensor_numel(cg_model_flat_params(m));
+            ck_assert(cgt_all_finite(w[dv], nw));
+            if (dv) CGT_ASSERT_CLOSE_ARR(w[1], w[0], nw, gpu_tol(CG_F64, 100), bad ? "weights at the failure" : "weights");
+            cg_model_free(m);
+            cg_tensor_release(x), cg_tensor_release(y);
+        }
+        ck_assert_int_eq(steps[0], steps[1]);
+        ck_assert_int_eq(steps[0], bad ? 80 : 2 * 15);
+        if (!bad)
+            for (int e = 0; e < 2; e++) {
+                ck_assert_msg(cgt_close(logs[1][e].loss, logs[0][e].loss, gpu_tol(CG_F64, 100)), "epoch %d loss", e);
+                ck_assert(logs[1][e].accuracy == logs[0][e].accuracy);
+            }
+        free(w[0]), free(w[1]);
+    }
+    free(xv), free(yv);
+}
+END_TEST
+
 START_TEST(blas1_helpers_match_cpu) {
     cgt_rand r = cgt_rand_make("blas1");
     int64_t n = 100003;
@@ -1152,6 +1282,9 @@ static Suite *suite(void) {
     tcase_add_test(tc, linear_nan_backward_like_cpu);
     tcase_add_test(tc, optimizers_match_cpu);
     tcase_add_test(tc, blas1_helpers_match_cpu);
+    tcase_add_test(tc, gated_optimizer_matches_cpu);
+    tcase_add_test(tc, accuracy_count_matches_cpu);
+    tcase_add_test(tc, fit_matches_cpu_and_rolls_back);
     tcase_add_test(tc, matmul_precisions);
     tcase_add_test(tc, ce_bad_label_reported_at_next_sync);
     tcase_add_test(tc, allocator_stats_reuse_and_oom);

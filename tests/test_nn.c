@@ -340,6 +340,65 @@ START_TEST(losses_and_accuracy) {
 }
 END_TEST
 
+/* Accuracy against a reference written here: the row's first maximum, where a NaN in column
+ * 0 wins and later NaNs never compare greater (the sequential `>` scan of Keras/numpy
+ * argmax on NaN-free rows); (N) or (N, 1) predictions compare (p > 0) with (t > 0.5).
+ * Fresh random rows with planted ties, NaNs, infinities; f32/f64 predictions; i32, i64, u8
+ * and f64 targets; a transposed (strided) prediction view. */
+static int64_t ref_argmax(const double *row, int64_t c) {
+    if (isnan(row[0])) return 0;
+    int64_t best = 0;
+    for (int64_t j = 1; j < c; j++)
+        if (!isnan(row[j]) && row[j] > row[best]) best = j;
+    return best;
+}
+
+START_TEST(accuracy_rules_ties_nan_dtypes) {
+    cgt_rand r = cgt_rand_make("accuracy");
+    const int64_t widths[] = {1, 2, 3, 33};
+    const cg_dtype tdts[] = {CG_I32, CG_I64, CG_U8, CG_F64};
+    for (int w = 0; w < 4; w++)
+        for (int k = 0; k < 8; k++) {
+            int64_t n = cgt_randint(&r, 1, 200), c = widths[w];
+            cg_dtype pdt = k % 2 ? CG_F64 : CG_F32, tdt = tdts[k / 2];
+            double *pv = malloc((size_t)(n * c) * sizeof *pv), *tv = malloc((size_t)n * sizeof *tv);
+            for (int64_t i = 0; i < n * c; i++) {
+                double u = cgt_uniform(&r, 0, 1);
+                pv[i] = u < 0.05 ? NAN : u < 0.08 ? -INFINITY : u < 0.1 ? INFINITY : (double)cgt_randint(&r, -3, 4);
+            }
+            for (int64_t i = 0; i < n; i++) tv[i] = c == 1 ? (double)cgt_randint(&r, 0, 2) : (double)cgt_randint(&r, 0, c);
+            int64_t want = 0;
+            for (int64_t i = 0; i < n; i++)
+                want += c == 1 ? (pv[i] > 0) == (tv[i] > 0.5) : (double)ref_argmax(pv + i * c, c) == tv[i];
+            int64_t shape[2] = {n, c}, tshape = n;
+            cg_tensor *pt = cgt_tensor(pv, shape, c == 1 && k % 4 < 2 ? 1 : 2, pdt, CG_CPU);
+            cg_tensor *tt = cgt_tensor(tv, &tshape, 1, tdt, CG_CPU);
+            int64_t got = -1, total = -1;
+            CGT_OK(cg_accuracy_count(pt, tt, &got, &total));
+            ck_assert_msg(got == want && total == n, "n %lld c %lld: %lld correct, want %lld", (long long)n,
+                          (long long)c, (long long)got, (long long)want);
+            /* the same predictions through a transposed view of their transpose */
+            double *pT = malloc((size_t)(n * c) * sizeof *pT);
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t j = 0; j < c; j++) pT[j * n + i] = pv[i * c + j];
+            int64_t sT[2] = {c, n};
+            cg_tensor *ptT = cgt_tensor(pT, sT, 2, pdt, CG_CPU), *view = NULL;
+            CGT_OK(cg_transpose(ptT, 0, 1, &view));
+            CGT_OK(cg_accuracy_count(view, tt, &got, NULL));
+            ck_assert_int_eq(got, want);
+            cg_tensor_release(view), cg_tensor_release(ptT), free(pT);
+            cg_tensor_release(pt), cg_tensor_release(tt);
+            free(pv), free(tv);
+        }
+    double one[6] = {0};
+    int64_t s23[2] = {2, 3}, s3 = 3;
+    cg_tensor *p = cgt_tensor(one, s23, 2, CG_F64, CG_CPU), *t = cgt_tensor(one, &s3, 1, CG_I64, CG_CPU);
+    int64_t got;
+    CGT_FAILS(cg_accuracy_count(p, t, &got, NULL), CG_E_SHAPE, "one target per row");
+    cg_tensor_release(p), cg_tensor_release(t);
+}
+END_TEST
+
 START_TEST(save_load_roundtrip_and_arch) {
     cg_model *m;
     CGT_OK(cg_model_create(CG_CPU, CG_F32, 4, &m));
@@ -515,6 +574,7 @@ int main(void) {
     tcase_add_test(tc, train_and_eval_modes);
     tcase_add_test(tc, predict_is_thread_safe_and_read_only);
     tcase_add_test(tc, losses_and_accuracy);
+    tcase_add_test(tc, accuracy_rules_ties_nan_dtypes);
     tcase_add_test(tc, save_load_roundtrip_and_arch);
     tcase_add_test(tc, save_load_keeps_f64_when_first_layer_has_no_weight);
     tcase_add_test(tc, huge_layers_overflow_is_refused);

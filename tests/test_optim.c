@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "cgrad/optim.h"
 #include "cgt.h"
 
@@ -416,9 +417,70 @@ START_TEST(bad_state_dict_leaves_optimizer_unchanged) {
 }
 END_TEST
 
+/* The device-side gate of an optimizer call (backend.h, cg_optim_call): a non-finite gate or
+ * squared norm skips the update (nothing written); clipping inside the kernel equals clipping
+ * by a separate scaling pass (cg_clip_grad_norm) and then the plain update, bit for bit, in
+ * f32 and f64, for SGD with momentum and for Adam; under the threshold nothing is scaled. */
+START_TEST(gated_update_skips_and_clips_like_a_separate_pass) {
+    cgt_rand r = cgt_rand_make("gate");
+    const cg_backend *be = cg__backend(CG_CPU);
+    int64_t n = 37, one = 1;
+    for (int k = 0; k < 4; k++) {
+        cg_dtype dt = k % 2 ? CG_F64 : CG_F32;
+        cg_optim_kind kind = k < 2 ? CG_OPTIM_SGD : CG_OPTIM_ADAM;
+        double *p0 = malloc((size_t)n * sizeof *p0), *g0 = malloc((size_t)n * sizeof *g0), ss = 0;
+        for (int64_t i = 0; i < n; i++) p0[i] = cgt_normal(&r), g0[i] = 3 * cgt_normal(&r);
+        for (int64_t i = 0; i < n; i++) {
+            double gi = dt == CG_F32 ? (double)(float)g0[i] : g0[i];
+            ss += gi * gi;
+        }
+        double norm = sqrt(ss);
+        for (int mode = 0; mode < 5; mode++) { /* 0 gate NaN, 1 norm inf, 2 clip, 3 under threshold, 4 no gate */
+            double gate_v = mode == 0 ? NAN : 0.0, sq_v = mode == 1 ? INFINITY : ss;
+            double clip = mode == 3 ? 2 * norm : 0.5 * norm;
+            double *res[2];
+            for (int way = 0; way < 2; way++) { /* 0: gated call; 1: reference */
+                cg_tensor *p = cgt_tensor(p0, &n, 1, dt, CG_CPU), *g = cgt_tensor(g0, &n, 1, dt, CG_CPU);
+                cg_tensor *m = cgt_tensor(g0, &n, 1, dt, CG_CPU), *v = cgt_tensor(g0, &n, 1, dt, CG_CPU);
+                CGT_OK(cg_tensor_fill(m, 0.1));
+                CGT_OK(cg_tensor_fill(v, 0.2));
+                cg_tensor *gate = cgt_tensor(&gate_v, &one, 1, CG_F64, CG_CPU), *sq = cgt_tensor(&sq_v, &one, 1, CG_F64, CG_CPU);
+                cg_optim_call c = {.kind = kind, .param = p, .grad = g, .m = m, .v = v, .lr = 0.1, .momentum = 0.9,
+                                   .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .step = 2};
+                if (way == 0) {
+                    c.gate = mode == 4 ? NULL : gate;
+                    c.clip_sumsq = mode == 4 ? NULL : sq;
+                    c.clip_max = clip;
+                    CGT_OK(be->optim(&c));
+                } else if (mode >= 2) { /* the two-pass way: clip in place, then the plain update */
+                    if (mode != 4) {
+                        CGT_OK(cg_tensor_set_requires_grad(p, 1));
+                        CGT_OK(cg_tensor_set_grad(p, g));
+                        double total;
+                        CGT_OK(cg_clip_grad_norm(&p, 1, clip, &total));
+                        CGT_ASSERT_CLOSE(total, norm, 1e-12);
+                    }
+                    CGT_OK(be->optim(&c));
+                }
+                res[way] = cgt_read(p);
+                cg_tensor *all[6] = {p, g, m, v, gate, sq};
+                for (int i = 0; i < 6; i++) cg_tensor_release(all[i]);
+            }
+            char what[64];
+            snprintf(what, sizeof what, "case %d mode %d", k, mode);
+            CGT_ASSERT_CLOSE_ARR(res[0], res[1], n, ((cgt_tol){0, 0}), what); /* modes 0, 1: untouched */
+            if (mode >= 2) ck_assert_msg(memcmp(res[0], p0, (size_t)n * sizeof *p0) != 0, "%s: not updated", what);
+            free(res[0]), free(res[1]);
+        }
+        free(p0), free(g0);
+    }
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("optim");
     TCase *tc = tcase_create("optim");
+    tcase_add_test(tc, gated_update_skips_and_clips_like_a_separate_pass);
     tcase_add_test(tc, sgd_plain_and_weight_decay);
     tcase_add_test(tc, sgd_momentum_two_steps);
     tcase_add_test(tc, sgd_nesterov_two_steps);

@@ -100,22 +100,6 @@ static cg_status scal_cpu(cg_tensor *y, double alpha) {
     return CG_OK;
 }
 
-static cg_status sumsq_cpu(const cg_tensor *x, double *out) {
-    int64_t n = cg_cpu_numel(x);
-    double s = 0.0;
-    if (x->dtype == CG_F32) {
-        const float *p = cg__ptr(x);
-        for (int64_t i = 0; i < n; i++) s += (double)p[i] * (double)p[i];
-    } else if (x->dtype == CG_F64) {
-        const double *p = cg__ptr(x);
-        for (int64_t i = 0; i < n; i++) s += p[i] * p[i];
-    } else {
-        return CG_CPU_BAD_DTYPE("sumsq", x->dtype);
-    }
-    *out = s;
-    return CG_OK;
-}
-
 /* ---- contiguous: the one kernel that reads a strided input ---- */
 
 cg_status cg_contiguous_fwd_cpu(const cg_op_call *c) { return cg_copy_strided_cpu(c->out, c->in[0]); }
@@ -198,7 +182,8 @@ const cg_backend cg_cpu_backend = {
     .rand = rand_cpu,
     .axpy = axpy_cpu,
     .scal = scal_cpu,
-    .sumsq = sumsq_cpu,
+    .reduce_to = cg_reduce_to_cpu,
+    .count_correct = cg_count_correct_cpu,
     .optim = cg_optim_cpu,
     .sync = sync_cpu,
     .forward = cpu_forward,

@@ -1,9 +1,9 @@
 /* The CUDA backend table: memory, copies with dtype conversion, fills, Philox draws,
  * BLAS-1 helpers, the fused optimizer update, sync, the asynchronous-upload entries
  * (upload.c) and the op tables (ops_cuda.c). Nothing here synchronises the host except
- * D2H copies, sumsq (its result goes to the host), sync and event_sync. D2H copies and
- * sync also report the sticky device error word (a bad label seen by a kernel since the
- * last check; context.c cg_cuda_err_check) as CG_E_INVALID. */
+ * D2H copies, sync and event_sync. D2H copies and sync also report the sticky device
+ * error word (a bad label seen by a kernel since the last check; context.c
+ * cg_cuda_err_check) as CG_E_INVALID. */
 #include <math.h>
 #include <string.h>
 
@@ -104,16 +104,28 @@ static cg_status scal_cuda(cg_tensor *y, double alpha) {
     return CG_CUDA_CALL(cg_cuda_scal((int)y->dtype, cg__numel(y->shape, y->ndim), alpha, cg__ptr(y), ctx->stream));
 }
 
-static cg_status sumsq_cuda(const cg_tensor *x, double *out) {
-    CG_TRY(need_float("sumsq", x->dtype));
+static cg_status reduce_to_cuda(cg_tensor *dst, const cg_tensor *x, double alpha, int square, int accumulate) {
+    CG_TRY(need_float("reduce", x->dtype));
     cg_cuda_ctx *ctx = NULL;
     CG_TRY(get_ctx(x, &ctx));
     int64_t n = cg__numel(x->shape, x->ndim);
     void *ws = NULL;
-    CG_TRY(cg_cuda_scratch(ctx->dev, cg_cuda_sumsq_workspace(n) + sizeof(double), &ws));
-    double *res = ws; /* result first, partials after it */
-    cg_status st = CG_CUDA_CALL(cg_cuda_sumsq((int)x->dtype, n, cg__ptr(x), res, res + 1, ctx->stream));
-    if (st == CG_OK) st = cg_cuda_memcpy(ctx->dev, out, res, sizeof(double), CG_COPY_D2H); /* waits */
+    CG_TRY(cg_cuda_scratch(ctx->dev, cg_cuda_reduce_to_workspace(n), &ws));
+    cg_status st = CG_CUDA_CALL(
+        cg_cuda_reduce_to((int)x->dtype, n, cg__ptr(x), alpha, square, accumulate, cg__ptr(dst), ws, ctx->stream));
+    cg_cuda_free(ctx->dev, ws); /* stream-ordered: reused only by later work on this stream */
+    return st;
+}
+
+static cg_status count_correct_cuda(cg_tensor *dst, const cg_tensor *pred, const cg_tensor *target, int accumulate) {
+    CG_TRY(need_float("accuracy", pred->dtype));
+    cg_cuda_ctx *ctx = NULL;
+    CG_TRY(get_ctx(pred, &ctx));
+    int64_t rows = pred->ndim ? pred->shape[0] : 1, C = pred->ndim == 2 ? pred->shape[1] : 1;
+    void *ws = NULL;
+    CG_TRY(cg_cuda_scratch(ctx->dev, sizeof(unsigned long long), &ws));
+    cg_status st = CG_CUDA_CALL(cg_cuda_count_correct((int)pred->dtype, rows, C, cg__ptr(pred), cg__ptr(target),
+                                                      (int)target->dtype, accumulate, cg__ptr(dst), ws, ctx->stream));
     cg_cuda_free(ctx->dev, ws);
     return st;
 }
@@ -156,7 +168,9 @@ static cg_status optim_cuda(const cg_optim_call *c) {
                                          c->beta2, c->eps, c->nesterov, c->step);
     cg_cuda_ctx *ctx = NULL;
     CG_TRY(get_ctx(c->param, &ctx));
-    return CG_CUDA_CALL(cg_cuda_optim((int)c->param->dtype, n, &a, cg__ptr(c->param), cg__ptr(c->grad), m, v, ctx->stream));
+    const double *gate = c->gate ? cg__ptr(c->gate) : NULL, *sq = c->clip_sumsq ? cg__ptr(c->clip_sumsq) : NULL;
+    return CG_CUDA_CALL(cg_cuda_optim((int)c->param->dtype, n, &a, cg__ptr(c->param), cg__ptr(c->grad), m, v, gate, sq,
+                                      c->clip_max, ctx->stream));
 }
 
 /* cg_cuda_synchronize checks the sticky error word after the wait. event_sync
@@ -176,7 +190,8 @@ const cg_backend cg_cuda_backend = {
     .rand = rand_cuda,
     .axpy = axpy_cuda,
     .scal = scal_cuda,
-    .sumsq = sumsq_cuda,
+    .reduce_to = reduce_to_cuda,
+    .count_correct = count_correct_cuda,
     .optim = optim_cuda,
     .sync = sync_cuda,
     .pinned_alloc = cg_cuda_pinned_alloc,

@@ -74,7 +74,7 @@ cudaError_t cg_cuda_scal(int dt, int64_t n, double alpha, void *y, cudaStream_t 
 
 /* One fused optimizer update over flat buffers; semantics of cg_optim_call (backend.h). */
 cudaError_t cg_cuda_optim(int dt, int64_t n, const cg_optim_coef *a, void *p, const void *g, void *m, void *v,
-                          cudaStream_t s);
+                          const double *gate, const double *sumsq, double clip_max, cudaStream_t s);
 
 /* ---- reduce.cu ---- */
 
@@ -87,9 +87,15 @@ cudaError_t cg_cuda_reduce_sum(int dt, int64_t outer, int64_t n, int64_t inner, 
 /* y[o, k, i] = scale * g[o, i] (=) */
 cudaError_t cg_cuda_reduce_bwd(int dt, int64_t outer, int64_t n, int64_t inner, double scale, const void *g, void *y,
                                cudaStream_t s);
-/* *out (device double) = sum x^2, deterministic; ws: cg_cuda_sumsq_workspace bytes */
-size_t cg_cuda_sumsq_workspace(int64_t n);
-cudaError_t cg_cuda_sumsq(int dt, int64_t n, const void *x, double *out, void *ws, cudaStream_t s);
+/* *dst (device double) = or += alpha * sum x (square: x^2), deterministic; ws:
+ * cg_cuda_reduce_to_workspace bytes (backend.h: reduce_to) */
+size_t cg_cuda_reduce_to_workspace(int64_t n);
+cudaError_t cg_cuda_reduce_to(int dt, int64_t n, const void *x, double alpha, int square, int accumulate,
+                              double *dst, void *ws, cudaStream_t s);
+/* *dst (device double) = or += correct rows of x (rows, C) against target (dtype tdt);
+ * ws: 8 bytes (backend.h: count_correct) */
+cudaError_t cg_cuda_count_correct(int dt, int64_t rows, int64_t C, const void *x, const void *target, int tdt,
+                                  int accumulate, double *dst, void *ws, cudaStream_t s);
 
 /* Losses: elementwise terms (=) into `terms` (n values); reduce with cg_cuda_reduce_sum. */
 cudaError_t cg_cuda_mse_terms(int dt, int64_t n, const void *a, const void *b, void *terms, cudaStream_t s);

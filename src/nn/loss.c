@@ -77,63 +77,19 @@ static cg_status loss_impl(const cg_loss_config *cfg, const cg_tensor *pred, con
 }
 
 /* Host copy as doubles (any dtype, any device). */
-static cg_status host_f64(const cg_tensor *t, double **out) {
-    int64_t n = cg_tensor_numel(t);
-    double *buf = malloc((size_t)(n ? n : 1) * sizeof *buf);
-    if (!buf) return CG_FAIL(CG_E_OOM, "accuracy: out of host memory");
-    cg_status st = CG_OK;
-    if (t->dtype == CG_F64) {
-        st = cg_tensor_to_host(t, buf, (size_t)n * sizeof *buf);
-    } else {
-        CG_TRY(cg_scope_begin());
-        cg_tensor *c = NULL;
-        st = cg_tensor_cast(t, CG_F64, &c);
-        if (st == CG_OK) st = cg_tensor_to_host(c, buf, (size_t)n * sizeof *buf);
-        cg_scope_end();
-    }
-    if (st != CG_OK) {
-        free(buf);
-        return st;
-    }
-    *out = buf;
-    return CG_OK;
-}
-
 cg_status cg_accuracy_count(const cg_tensor *pred, const cg_tensor *target, int64_t *correct, int64_t *total) {
     CG_ARG_NOT_NULL(pred, "cg_accuracy_count");
     CG_ARG_NOT_NULL(target, "cg_accuracy_count");
     CG_ARG_NOT_NULL(correct, "cg_accuracy_count");
-    int64_t n = pred->ndim ? pred->shape[0] : 1;
-    int64_t c = pred->ndim == 2 ? pred->shape[1] : 1;
-    if (cg_tensor_numel(target) != n) {
-        char a[96], b[96];
-        return CG_FAIL(CG_E_SHAPE, "accuracy: %s predictions need one target per row, got %s",
-                       cg__shape_str(pred->shape, pred->ndim, a, 96), cg__shape_str(target->shape, target->ndim, b, 96));
-    }
-    if (pred->ndim > 2) return CG_FAIL(CG_E_SHAPE, "accuracy: predictions must be (N) or (N, C)");
-    double *p = NULL, *t = NULL;
-    CG_TRY(host_f64(pred, &p));
-    cg_status st = host_f64(target, &t);
-    if (st != CG_OK) {
-        free(p);
-        return st;
-    }
-    int64_t ok = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (c == 1) {
-            ok += (p[i] > 0) == (t[i] > 0.5);
-        } else {
-            const double *row = p + i * c;
-            int64_t best = 0;
-            for (int64_t j = 1; j < c; j++)
-                if (row[j] > row[best]) best = j;
-            ok += (double)best == t[i];
-        }
-    }
-    free(p);
-    free(t);
-    *correct = ok;
-    if (total) *total = n;
+    cg_tensor *acc;
+    CG_TRY(cg__f64_zeros(pred->st->dev, 1, &acc));
+    double v = 0;
+    cg_status st = cg__count_correct(acc, pred, target, 0); /* on the device: only the count comes back */
+    if (st == CG_OK) st = cg__read_f64(acc, &v, 1);
+    cg_tensor_release(acc);
+    CG_TRY(st);
+    *correct = (int64_t)v;
+    if (total) *total = pred->ndim ? pred->shape[0] : 1;
     return CG_OK;
 }
 

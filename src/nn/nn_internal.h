@@ -75,6 +75,13 @@ cg_status cg__model_read_counters(cg_model *m);
 /* optimizer internals used by fit / checkpoints */
 void cg__optimizer_set_total(cg_optimizer *o, int64_t total);
 cg_status cg__optimizer_move(cg_optimizer *o, cg_device dev);
+/* The training loop's step, gated on the device (cg_optim_call.gate, an f64 scalar on the
+ * parameters' device): it never waits for the device. gate += 0 * the squared norm (clipping)
+ * or 0 * the gradients' sum first, so a non-finite gradient skips this step and all later
+ * gated ones. */
+cg_status cg__optimizer_step_gated(cg_optimizer *o, cg_tensor *gate);
+/* Takes back the step counters of the last n steps, which the gate turned into no-ops. */
+void cg__optimizer_unstep(cg_optimizer *o, int64_t n);
 
 /* Parse a double/int64 from a metadata string (0 on success). */
 int cg__parse_f64(const char *s, double *v);

@@ -18,7 +18,9 @@ struct cg_optimizer {
     int64_t steps;       /* cg_optimizer_step calls */
     int64_t sched_pos;
     double last_norm;
-    double last_lr; /* used by the last step */
+    cg_tensor *sq;    /* squared global gradient norm of the last clipped step (f64 scalar, device) */
+    int norm_pending; /* last_norm is still on the device, in sq */
+    double last_lr;   /* used by the last step */
 };
 
 static const char *optim_names[CG_OPTIM_TYPE_COUNT] = {"sgd", "adam", "adamw"};
@@ -158,6 +160,7 @@ void cg_optimizer_free(cg_optimizer *o) {
         if (o->m) cg_tensor_release(o->m[i]);
         if (o->v) cg_tensor_release(o->v[i]);
     }
+    cg_tensor_release(o->sq);
     free(o->params);
     free(o->m);
     free(o->v);
@@ -213,7 +216,12 @@ void cg_optimizer_set_schedule_pos(cg_optimizer *o, int64_t t) {
     if (o) o->sched_pos = t;
 }
 const cg_optim_config *cg_optimizer_config(const cg_optimizer *o) { return o ? &o->cfg : NULL; }
-double cg_optimizer_last_grad_norm(const cg_optimizer *o) { return o ? o->last_norm : 0; }
+double cg_optimizer_last_grad_norm(const cg_optimizer *o) {
+    if (!o) return 0;
+    if (!o->norm_pending) return o->last_norm;
+    double s; /* read lazily: the training loop's steps do not wait for it */
+    return cg__read_f64(o->sq, &s, 1) == CG_OK ? sqrt(s) : NAN;
+}
 double cg_optimizer_last_lr(const cg_optimizer *o) { return o ? (o->steps ? o->last_lr : cg_optimizer_lr(o)) : 0; }
 
 static cg_status clip_tensors(cg_tensor *const *grads, int n, double max_norm, double *total) {
@@ -251,16 +259,73 @@ cg_status cg_clip_grad_norm(cg_tensor *const *params, int n, double max_norm, do
     return st;
 }
 
-cg_status cg_optimizer_step(cg_optimizer *o) {
-    CG_ARG_NOT_NULL(o, "cg_optimizer_step");
+/* The device all groups live on, or -1 when they are spread over several. */
+static int single_device(const cg_optimizer *o, cg_device *dev) {
+    int found = 0;
+    for (int i = 0; i < o->n_groups; i++) {
+        if (!group_grad(o, i)) continue;
+        cg_device d = group_param(o, i)->st->dev;
+        if (found && !cg__same_device(d, *dev)) return -1;
+        *dev = d;
+        found = 1;
+    }
+    return found;
+}
+
+/* o->sq = the squared global gradient norm, computed on the device; no host wait. */
+static cg_status device_sumsq(cg_optimizer *o, cg_device dev) {
+    if (o->sq && !cg__same_device(o->sq->st->dev, dev)) {
+        cg_tensor_release(o->sq);
+        o->sq = NULL;
+    }
+    if (!o->sq) CG_TRY(cg__f64_zeros(dev, 1, &o->sq));
+    int first = 1;
+    for (int i = 0; i < o->n_groups; i++) {
+        cg_tensor *g = group_grad(o, i);
+        if (!g) continue;
+        CG_TRY(cg__reduce_to(o->sq, g, 1.0, 1, !first));
+        first = 0;
+    }
+    return CG_OK;
+}
+
+/* One update. gate: see cg_optim_call (NULL: none); it first absorbs 0 * the squared norm
+ * (clipping) or 0 * the sum of the gradients, so a non-finite gradient skips this step and
+ * every later gated one. wait: read
+ * the clipping norm on the host and fail with CG_E_NUMERIC when it is not finite (the public
+ * step); otherwise nothing waits for the device. */
+static cg_status step_impl(cg_optimizer *o, cg_tensor *gate, int wait) {
     const cg_optim_config *c = &o->cfg;
     if (o->model) CG_TRY(cg__model_ensure_built(o->model));
+    const cg_tensor *clip_sq = NULL;
+    cg_device dev = {0};
+    int one = single_device(o, &dev);
+    if (gate && (one != 1 || !cg__same_device(gate->st->dev, dev)))
+        return CG_FAIL(CG_E_INTERNAL, "optimizer: a gated step needs every parameter on the gate's device");
     /* clipping first: a non-finite norm leaves everything untouched */
-    if (c->clip_norm > 0) {
+    if (c->clip_norm > 0 && one == 1) {
+        CG_TRY(device_sumsq(o, dev));
+        clip_sq = o->sq; /* the kernels scale the gradient as they read it */
+        if (gate) CG_TRY(cg__reduce_to(gate, o->sq, 0.0, 0, 1));
+        o->norm_pending = 1;
+        if (wait) {
+            double sq = 0;
+            CG_TRY(cg__read_f64(o->sq, &sq, 1));
+            o->last_norm = sqrt(sq);
+            o->norm_pending = 0;
+            if (!isfinite(o->last_norm))
+                return CG_FAIL(CG_E_NUMERIC, "clip_grad_norm: the gradient norm is %g; the loss or a gradient "
+                                             "overflowed (lower the learning rate)", o->last_norm);
+        }
+    } else if (gate) { /* a non-finite gradient skips the step too: gate += 0 * sum(g) */
+        for (int i = 0; i < o->n_groups; i++)
+            if (group_grad(o, i)) CG_TRY(cg__reduce_to(gate, group_grad(o, i), 0.0, 0, 1));
+    } else if (c->clip_norm > 0) { /* groups on several devices: the host adds the norms */
         cg_tensor *stackg[16] = {0};
         cg_tensor **g = o->n_groups <= 16 ? stackg : calloc((size_t)o->n_groups, sizeof *g);
         if (!g) return CG_FAIL(CG_E_OOM, "optimizer: out of host memory");
         for (int i = 0; i < o->n_groups; i++) g[i] = group_grad(o, i);
+        o->norm_pending = 0;
         cg_status st = clip_tensors(g, o->n_groups, c->clip_norm, &o->last_norm);
         if (g != stackg) free(g);
         CG_TRY(st);
@@ -296,6 +361,9 @@ cg_status cg_optimizer_step(cg_optimizer *o) {
             .eps = c->eps,
             .nesterov = c->nesterov,
             .step = o->gsteps[i] + 1,
+            .gate = gate,
+            .clip_sumsq = clip_sq,
+            .clip_max = c->clip_norm,
         };
         CG_TRY(cg__backend(p->st->dev)->optim(&call));
         cg__bump_version(p);
@@ -305,6 +373,22 @@ cg_status cg_optimizer_step(cg_optimizer *o) {
     o->last_lr = lr;
     if (!c->schedule.per_epoch) o->sched_pos++;
     return CG_OK;
+}
+
+cg_status cg_optimizer_step(cg_optimizer *o) {
+    CG_ARG_NOT_NULL(o, "cg_optimizer_step");
+    return step_impl(o, NULL, 1);
+}
+
+cg_status cg__optimizer_step_gated(cg_optimizer *o, cg_tensor *gate) { return step_impl(o, gate, 0); }
+
+void cg__optimizer_unstep(cg_optimizer *o, int64_t n) {
+    if (!o || n <= 0) return;
+    for (int i = 0; i < o->n_groups; i++)
+        if (group_grad(o, i)) o->gsteps[i] = o->gsteps[i] > n ? o->gsteps[i] - n : 0;
+    o->steps = o->steps > n ? o->steps - n : 0;
+    if (!o->cfg.schedule.per_epoch) o->sched_pos = o->sched_pos > n ? o->sched_pos - n : 0;
+    o->last_lr = cg_lr_at(&o->cfg.schedule, o->cfg.lr, o->sched_pos > 0 ? o->sched_pos - 1 : 0);
 }
 
 cg_status cg_optimizer_zero_grad(cg_optimizer *o) {

@@ -41,10 +41,9 @@ cg_fit_config cg_fit_config_default(void) {
     return c;
 }
 
-/* One step on a batch, inside the caller's scope. *correct gets the batch's correct count
- * (when want_acc). On a non-finite loss nothing is updated. */
-static cg_status train_batch(cg_model *m, const cg_tensor *xb, const cg_tensor *yb, double *loss, int want_acc,
-                             int64_t *correct, int (*grad_hook)(cg_model *, void *), void *hook_user) {
+/* One step on a batch, inside the caller's scope (cg_model_train_step: the host reads the
+ * loss before the update). On a non-finite loss nothing is updated. */
+static cg_status train_batch(cg_model *m, const cg_tensor *xb, const cg_tensor *yb, double *loss) {
     cg_tensor *out = NULL, *l = NULL;
     CG_TRY(cg_model_zero_grad(m));
     CG_TRY(cg__model_forward_impl(m, xb, 1, &m->rng, &out));
@@ -54,10 +53,7 @@ static cg_status train_batch(cg_model *m, const cg_tensor *xb, const cg_tensor *
     *loss = v;
     if (!isfinite(v)) return CG_FAIL(CG_E_NUMERIC, "loss is %g", v);
     CG_TRY(cg_backward(l));
-    if (grad_hook) grad_hook(m, hook_user);
-    CG_TRY(cg_optimizer_step(m->opt));
-    if (want_acc) CG_TRY(cg_accuracy_count(out, yb, correct, NULL));
-    return CG_OK;
+    return cg_optimizer_step(m->opt);
 }
 
 static cg_status need_compiled(const cg_model *m, const char *fn) {
@@ -75,8 +71,7 @@ cg_status cg_model_train_step(cg_model *m, const cg_tensor *x, const cg_tensor *
     m->training = 1;
     CG_TRY(cg_scope_begin());
     double v = 0;
-    int64_t c = 0;
-    cg_status st = train_batch(m, x, y, &v, 0, &c, NULL, NULL);
+    cg_status st = train_batch(m, x, y, &v);
     cg_scope_end();
     m->training = was;
     if (loss) *loss = v;
@@ -98,30 +93,35 @@ cg_status cg_model_evaluate(cg_model *m, const cg_tensor *x, const cg_tensor *y,
     if (n == 0) return CG_FAIL(CG_E_SHAPE, "cg_model_evaluate: no rows to evaluate");
     if (batch_size <= 0) batch_size = 256;
     int want_acc = (m->metrics & CG_METRIC_ACCURACY) != 0;
-    double sum = 0;
-    int64_t correct = 0;
-    cg_status st = CG_OK;
-    cg_no_grad_begin();
+    /* loss sum and correct count accumulate on the model's device: one read at the end */
+    cg_tensor *acc = NULL, *lsum = NULL, *csum = NULL;
+    CG_TRY(cg__f64_zeros(m->dev, 2, &acc));
+    cg_status st = cg__tensor_view(acc, (int64_t[]){1}, (int64_t[]){1}, 1, 0, &lsum);
+    if (st == CG_OK) st = cg__tensor_view(acc, (int64_t[]){1}, (int64_t[]){1}, 1, 1, &csum);
+    int no_grad = st == CG_OK;
+    if (no_grad) cg_no_grad_begin();
     for (int64_t s = 0; s < n && st == CG_OK; s += batch_size) {
         int64_t e = s + batch_size < n ? s + batch_size : n;
         if ((st = cg_scope_begin()) != CG_OK) break;
         cg_tensor *xb, *yb, *out, *l;
-        double v = 0;
-        int64_t c = 0;
         st = cg_slice_rows(x, s, e, &xb);
         if (st == CG_OK) st = cg_slice_rows(y, s, e, &yb);
         if (st == CG_OK) st = cg__model_forward_impl(m, xb, 0, NULL, &out);
         if (st == CG_OK) st = cg_loss(&m->loss, out, yb, &l);
-        if (st == CG_OK) st = cg_tensor_item(l, &v);
-        if (st == CG_OK && want_acc) st = cg_accuracy_count(out, yb, &c, NULL);
+        if (st == CG_OK)
+            st = cg__reduce_to(lsum, l, m->loss.reduction == CG_REDUCE_MEAN ? (double)(e - s) : 1.0, 0, 1);
+        if (st == CG_OK && want_acc) st = cg__count_correct(csum, out, yb, 1);
         cg_scope_end();
-        sum += m->loss.reduction == CG_REDUCE_MEAN ? v * (double)(e - s) : v;
-        correct += c;
     }
-    cg_no_grad_end();
+    if (no_grad) cg_no_grad_end();
+    double r[2] = {0, 0};
+    if (st == CG_OK) st = cg__read_f64(acc, r, 2);
+    cg_tensor_release(lsum);
+    cg_tensor_release(csum);
+    cg_tensor_release(acc);
     if (st != CG_OK) return st;
-    if (loss) *loss = sum / (double)n;
-    if (accuracy) *accuracy = want_acc ? (double)correct / (double)n : NAN;
+    if (loss) *loss = r[0] / (double)n;
+    if (accuracy) *accuracy = want_acc ? r[1] / (double)n : NAN;
     return CG_OK;
 }
 
@@ -160,6 +160,108 @@ cg_status cg_model_predict_batches(const cg_model *m, const cg_tensor *x, int64_
     if (st == CG_OK) st = cg_tensor_from_host(host, shape, ndim, dt, m->dev, y);
     free(host);
     return st;
+}
+
+/* ---- fit's step log ----
+ * A training step never waits for the device. Each step writes its loss, its correct count
+ * and the sticky guard (which absorbs 0 * loss and 0 * the gradients' sum or squared norm,
+ * so one non-finite value makes it NaN for good) into one-element slots of a small
+ * device buffer; the optimizer kernels skip their update once the guard is NaN. The host
+ * reads the buffer when the window is full, when the progress bar is due, and at the end of
+ * an epoch; it then adds the losses in step order (the same sums as reading each loss) and,
+ * on a poisoned guard, reports the first failing step and takes back the step counters of
+ * the skipped updates: the parameters are those before that step. */
+
+#define LOG_WINDOW 64
+
+typedef struct step_log {
+    cg_tensor *buf;                          /* f64 (3 W + 1): losses, counts, guards, the guard */
+    cg_tensor *loss[LOG_WINDOW], *corr[LOG_WINDOW], *guard_at[LOG_WINDOW], *guard;
+    int64_t rows[LOG_WINDOW];                /* batch rows of each recorded step */
+    int n;                                   /* steps recorded since the last read */
+    int64_t step0;                           /* epoch step of record 0 */
+} step_log;
+
+static void step_log_free(step_log *g) {
+    for (int k = 0; k < LOG_WINDOW; k++) {
+        cg_tensor_release(g->loss[k]);
+        cg_tensor_release(g->corr[k]);
+        cg_tensor_release(g->guard_at[k]);
+    }
+    cg_tensor_release(g->guard);
+    cg_tensor_release(g->buf);
+    memset(g, 0, sizeof *g);
+}
+
+static cg_status step_log_init(step_log *g, cg_device dev) {
+    memset(g, 0, sizeof *g);
+    CG_TRY(cg__f64_zeros(dev, 3 * LOG_WINDOW + 1, &g->buf));
+    int64_t one = 1;
+    cg_status st = cg__tensor_view(g->buf, &one, &one, 1, 3 * LOG_WINDOW, &g->guard);
+    for (int k = 0; k < LOG_WINDOW && st == CG_OK; k++) {
+        st = cg__tensor_view(g->buf, &one, &one, 1, k, &g->loss[k]);
+        if (st == CG_OK) st = cg__tensor_view(g->buf, &one, &one, 1, LOG_WINDOW + k, &g->corr[k]);
+        if (st == CG_OK) st = cg__tensor_view(g->buf, &one, &one, 1, 2 * LOG_WINDOW + k, &g->guard_at[k]);
+    }
+    if (st != CG_OK) step_log_free(g);
+    return st;
+}
+
+typedef struct epoch_sums {
+    double loss;
+    int64_t seen, correct;
+} epoch_sums;
+
+/* One step on a batch, inside the caller's scope; queued on the device, recorded in slot g->n. */
+static cg_status fit_step(cg_model *m, step_log *g, const cg_tensor *xb, const cg_tensor *yb, int want_acc,
+                          int (*grad_hook)(cg_model *, void *), void *hook_user) {
+    int k = g->n;
+    cg_tensor *out = NULL, *l = NULL;
+    CG_TRY(cg_model_zero_grad(m));
+    CG_TRY(cg__model_forward_impl(m, xb, 1, &m->rng, &out));
+    CG_TRY(cg_loss(&m->loss, out, yb, &l));
+    CG_TRY(cg__reduce_to(g->loss[k], l, 1.0, 0, 0));
+    CG_TRY(cg__reduce_to(g->guard, l, 0.0, 0, 1)); /* 0 * NaN: poisoned for good */
+    CG_TRY(cg_backward(l));
+    if (grad_hook) grad_hook(m, hook_user);
+    CG_TRY(cg__optimizer_step_gated(m->opt, g->guard));
+    CG_TRY(cg__reduce_to(g->guard_at[k], g->guard, 1.0, 0, 0));
+    if (want_acc) CG_TRY(cg__count_correct(g->corr[k], out, yb, 0));
+    g->rows[k] = rows(xb);
+    g->n++;
+    return CG_OK;
+}
+
+/* Reads the recorded steps (waits for the device), adds them to e and the progress bar. */
+static cg_status step_log_read(cg_model *m, step_log *g, epoch_sums *e, cg_progress *prog, int want_acc, int epoch,
+                               int64_t spe) {
+    if (g->n == 0) return CG_OK;
+    double r[3 * LOG_WINDOW];
+    CG_TRY(cg__read_f64(g->buf, r, 3 * LOG_WINDOW));
+    for (int k = 0; k < g->n; k++) {
+        double v = r[k];
+        if (!isfinite(r[2 * LOG_WINDOW + k])) {
+            cg__optimizer_unstep(m->opt, g->n - k); /* the gate skipped steps k .. n-1 */
+            int64_t at = g->step0 + k + 1;
+            g->n = 0;
+            if (!isfinite(v))
+                return CG_FAIL(CG_E_NUMERIC, "fit: the loss is %g at epoch %d, step %lld of %lld; the parameters are "
+                                             "those before this step (lower the learning rate, or set clip_norm)",
+                               v, epoch + 1, (long long)at, (long long)spe);
+            return CG_FAIL(CG_E_NUMERIC, "fit: the gradient norm is not finite at epoch %d, step %lld of %lld (loss "
+                                         "%g); the parameters are those before this step (lower the learning rate)",
+                           epoch + 1, (long long)at, (long long)spe, v);
+        }
+        int64_t b = g->rows[k];
+        e->loss += m->loss.reduction == CG_REDUCE_MEAN ? v * (double)b : v;
+        e->seen += b;
+        e->correct += (int64_t)r[LOG_WINDOW + k];
+        cg__progress_step(prog, g->step0 + k + 1, e->loss / (double)e->seen,
+                          want_acc ? (double)e->correct / (double)e->seen : NAN);
+    }
+    g->step0 += g->n;
+    g->n = 0;
+    return CG_OK;
 }
 
 /* ---- fit ---- */
@@ -245,6 +347,7 @@ cg_status cg_model_fit(cg_model *m, const cg_tensor *x, const cg_tensor *y, cons
     cg_history *hist = NULL;
     cg_weights_snapshot best_w = {0};
     cg_grad_norm *norms = NULL;
+    step_log slog = {0};
     int was_training = m->training;
     /* no scope stays open across the epoch loop: the user's callback runs there */
     const cg_tensor *xv = cfg.x_val, *yv = cfg.y_val;
@@ -288,6 +391,7 @@ cg_status cg_model_fit(cg_model *m, const cg_tensor *x, const cg_tensor *y, cons
         }
     }
     CG_CHECK_GOTO(cg_history_create(&hist));
+    CG_CHECK_GOTO(step_log_init(&slog, m->dev));
     int want_acc = (m->metrics & CG_METRIC_ACCURACY) != 0;
     cg_progress prog;
     cg__progress_init(&prog, cfg.out, cfg.verbose, cfg.epochs, want_acc);
@@ -313,8 +417,8 @@ cg_status cg_model_fit(cg_model *m, const cg_tensor *x, const cg_tensor *y, cons
         cg__progress_epoch_begin(&prog, epoch, spe);
         gw.epoch = epoch;
         gw.warned = 0;
-        double sum = 0;
-        int64_t seen = 0, correct = 0;
+        epoch_sums sums = {0, 0, 0};
+        slog.step0 = 0;
         for (int64_t step = 0;; step++) {
             CG_CHECK_GOTO(cg_scope_begin());
             cg_tensor *xb = NULL, *yb = NULL;
@@ -324,23 +428,16 @@ cg_status cg_model_fit(cg_model *m, const cg_tensor *x, const cg_tensor *y, cons
                 if (st != CG_OK) goto fail;
                 break;
             }
-            double v = 0;
-            int64_t c = 0, b = rows(xb);
             gw.step = step;
-            st = train_batch(m, xb, yb, &v, want_acc, &c, grad_hook, &gw);
+            st = fit_step(m, &slog, xb, yb, want_acc, grad_hook, &gw);
             cg_scope_end();
-            if (st != CG_OK) {
-                if (st == CG_E_NUMERIC)
-                    st = CG_FAIL(CG_E_NUMERIC, "fit: the loss is %g at epoch %d, step %lld of %lld; the parameters are "
-                                               "those before this step (lower the learning rate, or set clip_norm)",
-                                 v, epoch + 1, (long long)step + 1, (long long)spe);
-                goto fail;
-            }
-            sum += m->loss.reduction == CG_REDUCE_MEAN ? v * (double)b : v;
-            seen += b;
-            correct += c;
-            cg__progress_step(&prog, step + 1, sum / (double)seen, want_acc ? (double)correct / (double)seen : NAN);
+            if (st != CG_OK) goto fail;
+            if (slog.n == LOG_WINDOW || cg__progress_due(&prog))
+                CG_CHECK_GOTO(step_log_read(m, &slog, &sums, &prog, want_acc, epoch, spe));
         }
+        CG_CHECK_GOTO(step_log_read(m, &slog, &sums, &prog, want_acc, epoch, spe));
+        double sum = sums.loss;
+        int64_t seen = sums.seen, correct = sums.correct;
         const cg_lr_schedule *sch = &cg_optimizer_config(m->opt)->schedule;
         if (sch->per_epoch) cg_optimizer_set_schedule_pos(m->opt, cg_optimizer_schedule_pos(m->opt) + 1);
         cg_epoch_logs logs = {.epoch = epoch,
@@ -395,6 +492,7 @@ fail:
     m->training = was_training;
     for (int i = 0; i < 4; i++) cg_tensor_release(held[i]);
     cg__snapshot_free(&best_w);
+    step_log_free(&slog);
     free(norms);
     cg_loader_free(ld);
     cg_dataset_free(ds);

@@ -53,6 +53,8 @@ static void bar(cg_progress *p, int64_t step, char *b, size_t n) {
     b[w] = 0;
 }
 
+int cg__progress_due(const cg_progress *p) { return p->tty && cg__now() - p->last_draw >= 0.1; }
+
 void cg__progress_step(cg_progress *p, int64_t step, double loss, double acc) {
     if (!p->tty) return;
     double now = cg__now();
