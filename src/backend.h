@@ -91,6 +91,8 @@ typedef struct cg_backend {
  * entries whatever its device, so the prefetch logic can be checked with an emulated
  * asynchronous backend on the CPU. src/data/loader.c */
 cg_status cg__loader_use_backend(cg_loader *l, const cg_backend *be);
+/* Tests only: how many epoch permutations loader l has drawn so far (each epoch's once). */
+int64_t cg__loader_permutations(const cg_loader *l);
 
 /* Backend for a device type, or NULL with an error recorded. */
 const cg_backend *cg__backend(cg_device dev);

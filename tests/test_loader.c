@@ -385,9 +385,6 @@ START_TEST(test_prefetch_logic_matches_sync) {
 }
 END_TEST
 
-/* Tests only (src/data/loader.c): how many permutations loader l has drawn so far. */
-int64_t cg__loader_permutations(const cg_loader *l);
-
 /* The fit loop's pattern (set_epoch(e), then next() to the end of the epoch, from
  * initial_epoch on) draws each epoch's permutation once, and it is exactly
  * cg_permutation(seed, e): the batches are those of a loader that draws it eagerly. Used to

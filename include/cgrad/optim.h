@@ -48,7 +48,9 @@ typedef struct cg_optim_config {
     int nesterov;               /* SGD */
     double weight_decay;        /* L2 for SGD/Adam, decoupled for AdamW */
     double beta1, beta2, eps;   /* Adam/AdamW */
-    double clip_norm;           /* > 0: scale gradients so their global L2 norm is <= clip_norm */
+    double clip_norm;           /* > 0: scale gradients so their global L2 norm is <= clip_norm
+                                 * (Keras clipnorm: the update kernel scales them as it reads
+                                 * them; the .grad buffers are left as they are) */
     cg_lr_schedule schedule;
 } cg_optim_config;
 
@@ -70,9 +72,10 @@ CG_API cg_status cg_optimizer_create_params(cg_tensor *const *params, int n, con
                                             cg_optimizer **out);
 CG_API void cg_optimizer_free(cg_optimizer *o); /* NULL is fine */
 
-/* One update with the current learning rate, after clipping when clip_norm > 0. Missing
- * gradients (no backward reached a tensor) count as zero. A non-finite gradient norm
- * (checked only when clipping) fails with CG_E_NUMERIC and leaves the parameters alone. */
+/* One update with the current learning rate, after clipping when clip_norm > 0. A tensor no
+ * backward reached (no gradient) is skipped, as in PyTorch. When clipping, the norm is read
+ * on the host: a non-finite one fails with CG_E_NUMERIC and leaves the parameters alone
+ * (cg_model_fit's own steps do the same check on the device, without waiting). */
 CG_API cg_status cg_optimizer_step(cg_optimizer *o);
 CG_API cg_status cg_optimizer_zero_grad(cg_optimizer *o);
 

@@ -124,7 +124,6 @@ static cg_status need_perm(cg_loader *l) {
 }
 
 /* Tests only: declared where used (tests/test_loader.c). */
-int64_t cg__loader_permutations(const cg_loader *l);
 int64_t cg__loader_permutations(const cg_loader *l) { return l ? l->n_perms : 0; }
 
 cg_status cg_loader_create(const cg_dataset *ds, const cg_loader_opts *opts, cg_loader **out) {
