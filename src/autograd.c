@@ -95,6 +95,19 @@ void cg__node_free(cg_node *n) {
 /* *acc += g, taking ownership of g. Adopts g as the buffer when nothing else can see it. */
 static cg_status accumulate(cg_tensor **acc, cg_tensor *g) {
     cg_status st = CG_OK;
+    if (*acc && g->st == (*acc)->st) {
+        /* g reads the buffer it is added into (cg_backward_ex's grad_out may be a leaf's
+         * .grad, passed on through a view): add a copy, never a possibly permuted alias */
+        cg_tensor *c = NULL;
+        st = cg__tensor_new_like(g, &c);
+        if (st == CG_OK) st = cg__backend(g->st->dev)->copy_strided(c, g);
+        cg_tensor_release(g);
+        if (st != CG_OK) {
+            cg_tensor_release(c);
+            return st;
+        }
+        g = c;
+    }
     if (!*acc) {
         int exclusive = atomic_load(&g->refcount) == 1 && atomic_load(&g->st->refcount) == 1 && !g->node;
         if (exclusive && cg_tensor_is_contiguous(g)) {
@@ -145,6 +158,25 @@ cg_status bw_kernel(cg_node *n, const cg_tensor *gout, cg_tensor **gin) {
 fail:
     for (int i = 0; i < n->n_in; i++) cg_tensor_release(c.in[i]);
     return st;
+}
+
+/* Softmax cross-entropy: the forward already wrote d loss / d logits for an output gradient
+ * of 1 into aux[0]. When the engine knows the output gradient is exactly 1 (cg_backward's
+ * seed) and this backward is the graph's last, that aux becomes the logits' gradient:
+ * aux * 1 == aux bit for bit, so the result is the kernel's without its read and write of
+ * N x C values, and forward + backward is one read of the logits and one write (llm.c's
+ * fused classifier). Otherwise (cg_backward_ex, retain_graph) the kernel scales it. */
+cg_status bw_softmax_ce(cg_node *n, const cg_tensor *gout, cg_tensor **gin) {
+    cg_tensor *a = n->aux[0];
+    int own = a && atomic_load(&a->refcount) == 1 && atomic_load(&a->st->refcount) == 1 && !a->node;
+    if (gin[0] && !gin[1] && n->gacc_ones && own && cg_tensor_is_contiguous(a) &&
+        a->dtype == n->in[0]->dtype && cg__same_shape(a, n->in[0])) {
+        gin[0] = a;
+        n->aux[0] = NULL;
+        n->released = 1; /* a retry after a later failure must not find the aux gone */
+        return CG_OK;
+    }
+    return bw_kernel(n, gout, gin);
 }
 
 cg_status bw_identity(cg_node *n, const cg_tensor *gout, cg_tensor **gin) {
@@ -260,9 +292,7 @@ static cg_status check_versions(cg_node *n) {
 /* leaf->grad may be a user-provided buffer (cg_tensor_set_grad): accumulate adds into it */
 static cg_status accumulate_leaf(cg_tensor *leaf, cg_tensor *g) { return accumulate(&leaf->grad, g); }
 
-cg_status cg_backward_ex(cg_tensor *out, const cg_tensor *grad_out, int retain_graph) {
-    CG_ARG_NOT_NULL(out, "cg_backward_ex");
-    CG_ARG_NOT_NULL(grad_out, "cg_backward_ex");
+static cg_status check_backward(const cg_tensor *out, const cg_tensor *grad_out) {
     if (!cg__needs_grad(out))
         return CG_FAIL(CG_E_STATE, "backward: the tensor does not require grad (no input of the ops that made it "
                                    "required grad, or it was computed under no_grad)");
@@ -273,14 +303,13 @@ cg_status cg_backward_ex(cg_tensor *out, const cg_tensor *grad_out, int retain_g
                        cg__shape_str(grad_out->shape, grad_out->ndim, a, 96), cg_dtype_name(grad_out->dtype),
                        cg__shape_str(out->shape, out->ndim, b, 96), cg_dtype_name(out->dtype));
     }
+    return CG_OK;
+}
+
+/* The walk from out, whose gradient is seed (owned; contiguous). seed_ones: every element of
+ * seed is 1, which the root's rule may use when the graph is not retained (bw_softmax_ce). */
+static cg_status backward_run(cg_tensor *out, cg_tensor *seed, int seed_ones, int retain_graph) {
     cg_status st = CG_OK;
-    cg_tensor *seed = NULL;
-    CG_TRY(cg__tensor_new_like(grad_out, &seed));
-    st = cg__backend(seed->st->dev)->copy_strided(seed, grad_out);
-    if (st != CG_OK) {
-        cg_tensor_release(seed);
-        return st;
-    }
     if (!out->node) return accumulate_leaf(out, seed);
 
     node_list order = {0};
@@ -295,6 +324,8 @@ cg_status cg_backward_ex(cg_tensor *out, const cg_tensor *grad_out, int retain_g
         cg_tensor *g = n->gacc;
         n->gacc = NULL;
         if (!g) continue; /* no gradient reached this node */
+        /* nothing is ever added into the root's gradient: the graph has no cycles */
+        n->gacc_ones = seed_ones && !retain_graph && n == out->node;
         cg_tensor *gin[CG_MAX_IN] = {0};
         int any = 0;
         for (int i = 0; i < n->n_in; i++) {
@@ -341,6 +372,26 @@ fail:
     return st;
 }
 
+cg_status cg_backward_ex(cg_tensor *out, const cg_tensor *grad_out, int retain_graph) {
+    CG_ARG_NOT_NULL(out, "cg_backward_ex");
+    CG_ARG_NOT_NULL(grad_out, "cg_backward_ex");
+    CG_TRY(check_backward(out, grad_out));
+    /* The rules only read the seed, and accumulate() copies what it cannot own, so a
+     * contiguous grad_out is used as it is: no copy pass over it. */
+    cg_tensor *seed = NULL;
+    if (cg_tensor_is_contiguous(grad_out)) {
+        seed = cg_tensor_retain((cg_tensor *)grad_out);
+    } else {
+        CG_TRY(cg__tensor_new_like(grad_out, &seed));
+        cg_status st = cg__backend(seed->st->dev)->copy_strided(seed, grad_out);
+        if (st != CG_OK) {
+            cg_tensor_release(seed);
+            return st;
+        }
+    }
+    return backward_run(out, seed, 0, retain_graph);
+}
+
 cg_status cg_backward(cg_tensor *loss) {
     CG_ARG_NOT_NULL(loss, "cg_backward");
     if (cg_tensor_numel(loss) != 1) {
@@ -352,9 +403,12 @@ cg_status cg_backward(cg_tensor *loss) {
     cg_tensor *one;
     CG_TRY(cg__tensor_new_like(loss, &one));
     cg_status st = cg__backend(one->st->dev)->fill(one, 1.0);
-    if (st == CG_OK) st = cg_backward_ex(loss, one, 0);
-    cg_tensor_release(one);
-    return st;
+    if (st == CG_OK) st = check_backward(loss, one);
+    if (st != CG_OK) {
+        cg_tensor_release(one);
+        return st;
+    }
+    return backward_run(loss, one, 1, 0);
 }
 
 cg_status cg_zero_grad(cg_tensor *const *params, int n) {

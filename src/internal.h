@@ -155,6 +155,8 @@ typedef struct cg_node {
     /* scratch used by one cg_backward() */
     cg_tensor *gacc;
     int mark;
+    int gacc_ones; /* gacc is cg_backward's seed (all ones, known on the host), and this
+                    * backward frees the saved tensors after it (no retain_graph) */
 } cg_node;
 
 typedef cg_status (*cg_shape_fn)(const cg_op_call *c, int64_t *shape, int *ndim, cg_dtype *dt);

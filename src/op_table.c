@@ -106,8 +106,9 @@ static cg_status shape_view(const cg_op_call *c, int64_t *shape, int *ndim, cg_d
     return CG_OK;
 }
 
-/* backward rules live in autograd_rules.c */
+/* backward rules live in autograd.c */
 cg_status bw_kernel(cg_node *n, const cg_tensor *gout, cg_tensor **gin);
+cg_status bw_softmax_ce(cg_node *n, const cg_tensor *gout, cg_tensor **gin);
 cg_status bw_reshape(cg_node *n, const cg_tensor *gout, cg_tensor **gin);
 cg_status bw_transpose(cg_node *n, const cg_tensor *gout, cg_tensor **gin);
 cg_status bw_slice_rows(cg_node *n, const cg_tensor *gout, cg_tensor **gin);

@@ -124,6 +124,90 @@ START_TEST(retain_graph_and_freed_graph) {
 }
 END_TEST
 
+/* Softmax-CE under cg_backward hands its saved gradient on instead of scaling it by the seed
+ * 1 (bw_softmax_ce). Whatever path runs, the gradients must be the kernel's bit for bit and
+ * the float64 formula's: W's through a matmul, for mean and sum, with label smoothing. */
+static void ce_graph(cg_tensor *x, cg_tensor *w, cg_tensor *lab, cg_reduction red, cg_tensor **z, cg_tensor **l) {
+    CGT_OK(cg_matmul(x, w, 0, 1, z));
+    CGT_OK(cg_softmax_cross_entropy(*z, lab, red, 0.1, l));
+}
+
+START_TEST(softmax_ce_seed_paths_agree) {
+    cgt_rand r = cgt_rand_make("ce_seed");
+    for (int dti = 0; dti < 2; dti++)
+        for (int red = CG_REDUCE_MEAN; red <= CG_REDUCE_SUM; red++) {
+            cg_dtype dt = dti ? CG_F32 : CG_F64;
+            const int64_t N = 7, K = 5, C = 13;
+            int64_t xs[2] = {N, K}, ws[2] = {C, K}, ls = N;
+            cg_tensor *x = cgt_randn(&r, xs, 2, dt, CG_CPU), *w = cgt_randn(&r, ws, 2, dt, CG_CPU);
+            CGT_OK(cg_tensor_set_requires_grad(w, 1));
+            double lv[7];
+            for (int i = 0; i < N; i++) lv[i] = (double)cgt_randint(&r, 0, C);
+            cg_tensor *lab = cgt_tensor(lv, &ls, 1, CG_I64, CG_CPU), *one = NULL, *z = NULL, *l = NULL;
+            CGT_OK(cg_tensor_ones(NULL, 0, dt, CG_CPU, &one));
+            /* 1: cg_backward (the aux is handed on); 2: cg_backward_ex with ones (the kernel) */
+            ce_graph(x, w, lab, (cg_reduction)red, &z, &l);
+            double *zv = cgt_read(z);
+            CGT_OK(cg_backward(l));
+            double *g1 = cgt_read(cg_tensor_grad(w));
+            CGT_FAILS(cg_backward(l), CG_E_STATE, "retain_graph"); /* the graph is spent */
+            cg_tensor_release(z), cg_tensor_release(l);
+            CGT_OK(cg_zero_grad(&w, 1));
+            ce_graph(x, w, lab, (cg_reduction)red, &z, &l);
+            CGT_OK(cg_backward_ex(l, one, 0));
+            double *g2 = cgt_read(cg_tensor_grad(w));
+            ck_assert(!memcmp(g1, g2, sizeof(double) * (size_t)(C * K)));
+            cg_tensor_release(z), cg_tensor_release(l);
+            /* 3: retained then seeded: the retained pass must not give its aux away */
+            CGT_OK(cg_zero_grad(&w, 1));
+            ce_graph(x, w, lab, (cg_reduction)red, &z, &l);
+            CGT_OK(cg_backward_ex(l, one, 1));
+            CGT_OK(cg_backward(l));
+            double *g3 = cgt_read(cg_tensor_grad(w));
+            /* float64 reference: dW = dZ^T x, dZ = (softmax(z) - q) * scale */
+            double *xv = cgt_read(x), scale = red == CG_REDUCE_MEAN ? 1.0 / (double)N : 1.0;
+            double dz[7 * 13], ref[13 * 5] = {0};
+            for (int i = 0; i < N; i++) {
+                double m = -INFINITY, se = 0;
+                for (int j = 0; j < C; j++) m = fmax(m, zv[i * C + j]);
+                for (int j = 0; j < C; j++) se += exp(zv[i * C + j] - m);
+                for (int j = 0; j < C; j++)
+                    dz[i * C + j] = (exp(zv[i * C + j] - m) / se - 0.1 / C - (j == (int)lv[i] ? 0.9 : 0.0)) * scale;
+            }
+            for (int c = 0; c < C; c++)
+                for (int k = 0; k < K; k++)
+                    for (int i = 0; i < N; i++) ref[c * K + k] += dz[i * C + c] * xv[i * K + k];
+            cgt_tol tol = cgt_tol_scaled(cgt_tol_for(dt), 10);
+            CGT_ASSERT_CLOSE_ARR(g1, ref, C * K, tol, "cg_backward dW");
+            for (int i = 0; i < C * K; i++) ref[i] *= 2;
+            CGT_ASSERT_CLOSE_ARR(g3, ref, C * K, tol, "retained + seeded dW");
+            free(zv), free(g1), free(g2), free(g3), free(xv);
+            cg_tensor_release(z), cg_tensor_release(l), cg_tensor_release(one), cg_tensor_release(lab);
+            cg_tensor_release(x), cg_tensor_release(w);
+        }
+}
+END_TEST
+
+/* cg_backward_ex reads grad_out in place (no copy); a grad_out that overlaps the gradient
+ * buffer it is added into, shifted by one element, must still add the old values (an in-order add would read the ones it just wrote). */
+START_TEST(backward_ex_grad_out_aliasing_grad_buffer) {
+    cgt_rand r = cgt_rand_make("alias");
+    int64_t s13[2] = {13, 1}, s12[2] = {12, 1};
+    cg_tensor *x = leaf(&r, s12, 2), *buf = cgt_randn(&r, s13, 2, CG_F64, CG_CPU), *acc = NULL, *go = NULL, *y = NULL;
+    double *old = cgt_read(buf);
+    CGT_OK(cg_slice_rows(buf, 1, 13, &acc)); /* acc[i] = buf[i + 1], go[i] = buf[i] */
+    CGT_OK(cg_slice_rows(buf, 0, 12, &go));
+    CGT_OK(cg_tensor_set_grad(x, acc));
+    CGT_OK(cg_reshape(x, s12, 2, &y));
+    CGT_OK(cg_backward_ex(y, go, 0));
+    double *now = cgt_read(buf);
+    for (int i = 0; i < 12; i++) ck_assert(now[i + 1] == old[i + 1] + old[i]);
+    ck_assert(now[0] == old[0]);
+    free(old), free(now);
+    cg_tensor_release(y), cg_tensor_release(go), cg_tensor_release(acc), cg_tensor_release(buf), cg_tensor_release(x);
+}
+END_TEST
+
 START_TEST(in_place_change_of_saved_tensor_fails_backward) {
     cgt_rand r = cgt_rand_make("version");
     int64_t s = 6;
@@ -342,6 +426,8 @@ static Suite *suite(void) {
     tcase_add_test(t, no_grad_records_nothing);
     tcase_add_test(t, diamond_graph);
     tcase_add_test(t, retain_graph_and_freed_graph);
+    tcase_add_test(t, softmax_ce_seed_paths_agree);
+    tcase_add_test(t, backward_ex_grad_out_aliasing_grad_buffer);
     tcase_add_test(t, in_place_change_of_saved_tensor_fails_backward);
     tcase_add_test(t, scopes_release_temporaries);
     tcase_add_test(t, user_gradient_buffer);

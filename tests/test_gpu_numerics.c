@@ -259,6 +259,48 @@ START_TEST(rows_odd_widths) {
 }
 END_TEST
 
+/* cg_backward on a softmax-CE loss hands the forward's gradient on (bw_softmax_ce): on the
+ * GPU it must equal the scaling kernel's result (cg_backward_ex with ones) bit for bit, and
+ * the CPU's within tolerance; rows that fit a warp and rows that take a block. */
+START_TEST(ce_seeded_backward_matches_kernel) {
+    cgt_rand r = cgt_rand_make("ce seeded");
+    static const int64_t shapes[][2] = {{3, 1025}, {130, 4099}, {257, 10}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int64_t N = shapes[si][0], C = shapes[si][1], xs[2] = {N, C};
+        double *x = randn_arr(&r, N * C, 0.3, 2.0), *lab = malloc((size_t)N * sizeof *lab);
+        for (int64_t k = 0; k < N; k++) lab[k] = (double)cgt_randint(&r, 0, C);
+        x[1] = -INFINITY; /* a masked class: probability 0, a finite gradient */
+        double *g[3];
+        for (int run = 0; run < 3; run++) { /* 0: CPU seeded, 1: GPU seeded, 2: GPU kernel */
+            cg_device dev = run ? GPU : CG_CPU;
+            cg_tensor *xt = cgt_tensor(x, xs, 2, CG_F32, dev), *lt = cgt_tensor(lab, &N, 1, CG_I64, dev), *l = NULL;
+            CGT_OK(cg_tensor_set_requires_grad(xt, 1));
+            if (run) {
+                int64_t counts[2] = {N * C, N * C};
+                poison_cache(counts, 2, CG_F32);
+            }
+            CGT_OK(cg_softmax_cross_entropy(xt, lt, CG_REDUCE_MEAN, 0.1, &l));
+            if (run == 2) {
+                cg_tensor *one = NULL;
+                CGT_OK(cg_tensor_ones(NULL, 0, CG_F32, dev, &one));
+                CGT_OK(cg_backward_ex(l, one, 0));
+                cg_tensor_release(one);
+            } else {
+                CGT_OK(cg_backward(l));
+            }
+            g[run] = cgt_read(cg_tensor_grad(xt));
+            cg_tensor_release(l), cg_tensor_release(lt), cg_tensor_release(xt);
+        }
+        char what[96];
+        snprintf(what, sizeof what, "softmax_ce seeded backward %lld x %lld", (long long)N, (long long)C);
+        CGT_ASSERT_CLOSE_ARR(g[1], g[0], N * C, gpu_tol(CG_F32, 10), what);
+        ck_assert_msg(!memcmp(g[1], g[2], (size_t)(N * C) * sizeof(double)), "%s: differs from the kernel path", what);
+        for (int k = 0; k < 3; k++) free(g[k]);
+        free(x), free(lab);
+    }
+}
+END_TEST
+
 /* ---------------------------------------------------------------- reductions */
 
 static cg_status ap_reduce(cg_tensor *const *in, cg_tensor **out, const void *arg) {
@@ -1267,6 +1309,7 @@ static Suite *suite(void) {
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, case_vs_cpu, 0, 2 * cgt_n_cases);
     tcase_add_loop_test(tc, rows_odd_widths, 0, 2);
+    tcase_add_test(tc, ce_seeded_backward_matches_kernel);
     tcase_add_loop_test(tc, reductions_all_paths, 0, 2);
     tcase_add_test(tc, reductions_are_deterministic);
     tcase_add_loop_test(tc, broadcast_shapes, 0, 2);
