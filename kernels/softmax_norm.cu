@@ -43,6 +43,8 @@ template <typename T> __device__ __forceinline__ ms<T> ms_merge(ms<T> a, ms<T> b
 
 template <typename T> __device__ __forceinline__ ms<T> ms_add(ms<T> a, T v) {
     if (v != v) return ms<T>{v, v};
+    // +inf: the CPU's e^(inf - inf) makes the sum NaN; a NaN s carries that through merges
+    if (v == T(INFINITY)) return ms<T>{v, T(NAN)};
     if (a.m != a.m || v == T(-INFINITY)) return a;
     if (v > a.m) return ms<T>{v, a.s * fexp(a.m - v) + T(1)};
     return ms<T>{a.m, a.s + fexp(v - a.m)};
@@ -251,7 +253,7 @@ __global__ void softmax_ce_warp_kernel(int64_t rows, int C, const T *__restrict_
     xl = cg_warp_sum(xl);
     T lse = a.m + flog(a.s);
     T on = T(1) - ls, off = ls / T(C);
-    if (lane == 0) loss[row] = ok ? lse - on * xl - off * sx : T(NAN);
+    if (lane == 0) loss[row] = ok ? lse - on * xl - (ls > T(0) ? off * sx : T(0)) : T(NAN);
     if (lane == 0 && !ok) err_record(err, CG_CUDA_ERR_CE_LABEL, row, lab, C);
     if (!grad) return;
     T *gr = grad + row * C;
@@ -286,7 +288,7 @@ __global__ void softmax_ce_block_kernel(int64_t C, const T *__restrict__ x, cons
     T xl = ok ? xr[lab] : T(0);
     T lse = a.m + flog(a.s);
     T on = T(1) - ls, off = ls / T(C);
-    if (threadIdx.x == 0) loss[row] = ok ? lse - on * xl - off * sx : T(NAN);
+    if (threadIdx.x == 0) loss[row] = ok ? lse - on * xl - (ls > T(0) ? off * sx : T(0)) : T(NAN);
     if (threadIdx.x == 0 && !ok) err_record(err, CG_CUDA_ERR_CE_LABEL, row, lab, C);
     if (!grad) return;
     const T *src = cache ? row_sm : xr;

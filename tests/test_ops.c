@@ -242,6 +242,35 @@ START_TEST(cross_entropy_label_smoothing_by_hand) {
 }
 END_TEST
 
+/* A masked class (logit -inf) costs nothing and gets no gradient, as in PyTorch: the loss of
+ * [-inf, 1, 2] with class 2 is the loss of [1, 2], finite, without label smoothing; with
+ * smoothing the target puts mass on the masked class, so the loss is +inf. */
+START_TEST(cross_entropy_masked_logit) {
+    double z[3] = {-INFINITY, 1, 2}, want = log(exp(1.0) + exp(2.0)) - 2;
+    int64_t s[2] = {1, 3}, ls = 1, lab = 2;
+    for (int k = 0; k < 2; k++) {
+        cg_dtype dt = k ? CG_F64 : CG_F32;
+        cg_tensor *x = cgt_tensor(z, s, 2, dt, CG_CPU), *l = NULL, *out = NULL;
+        CGT_OK(cg_tensor_set_requires_grad(x, 1));
+        CGT_OK(cg_tensor_from_host(&lab, &ls, 1, CG_I64, CG_CPU, &l));
+        CGT_OK(cg_softmax_cross_entropy(x, l, CG_REDUCE_MEAN, 0.0, &out));
+        CGT_ASSERT_CLOSE(cgt_item(out), want, k ? 1e-12 : 1e-6);
+        CGT_OK(cg_backward(out));
+        double *g = cgt_read(cg_tensor_grad(x)), p1 = exp(1.0) / (exp(1.0) + exp(2.0));
+        ck_assert(g[0] == 0.0);
+        CGT_ASSERT_CLOSE(g[1], p1, k ? 1e-12 : 1e-6);
+        CGT_ASSERT_CLOSE(g[2], (1 - p1) - 1, k ? 1e-12 : 1e-6);
+        free(g);
+        cg_tensor_release(out);
+        CGT_OK(cg_softmax_cross_entropy(x, l, CG_REDUCE_MEAN, 0.1, &out));
+        ck_assert(isinf(cgt_item(out)) && cgt_item(out) > 0);
+        cg_tensor_release(out);
+        cg_tensor_release(x);
+        cg_tensor_release(l);
+    }
+}
+END_TEST
+
 START_TEST(matmul_matches_exported_oracle) {
     cgt_rand r = cgt_rand_make("matmul oracle");
     for (int tr = 0; tr < 4; tr++) {
@@ -303,6 +332,7 @@ static Suite *suite(void) {
     tcase_add_test(t, batchnorm_running_stats);
     tcase_add_test(t, dropout_masks);
     tcase_add_test(t, cross_entropy_label_smoothing_by_hand);
+    tcase_add_test(t, cross_entropy_masked_logit);
     tcase_add_test(t, matmul_matches_exported_oracle);
     tcase_add_test(t, f32_reductions_accumulate_accurately);
     tcase_set_timeout(t, 60);
