@@ -141,7 +141,6 @@ cg_status cg_cuda_err_check(cg_cuda_ctx *c) {
 
 static pthread_mutex_t g_ctx_lock = PTHREAD_MUTEX_INITIALIZER;
 static cg_cuda_ctx *_Atomic g_ctx[CG_CUDA_MAX_DEVICES];
-static _Thread_local int tl_current = -1;
 
 static cg_status check_dev(int dev) {
     int n = cg_device_count();
@@ -200,21 +199,22 @@ cg_status cg_cuda_ctx_get(int dev, cg_cuda_ctx **out) {
         pthread_mutex_lock(&g_ctx_lock);
         c = atomic_load(&g_ctx[dev]);
         cg_status st = CG_OK;
-        int created = 0;
         if (!c) {
             st = ctx_create(dev, &c);
             if (st == CG_OK) atomic_store(&g_ctx[dev], c);
-            created = st == CG_OK;
         }
         pthread_mutex_unlock(&g_ctx_lock);
         CG_TRY(st);
-        /* only the creator ran cudaSetDevice; a thread that lost the race switches below */
-        if (created) tl_current = dev;
     }
-    if (tl_current != dev) {
-        CG_TRY(CG_CUDA_CALL(cudaSetDevice(dev)));
-        tl_current = dev;
+    /* Ask the runtime for the thread's device (a thread-local read there) rather than cache
+     * it here: a failed context creation, or the embedding program's own cudaSetDevice,
+     * would leave a cached value wrong and send allocations and launches to another GPU. */
+    int cur = -1;
+    if (cudaGetDevice(&cur) != cudaSuccess) {
+        (void)cudaGetLastError();
+        cur = -1;
     }
+    if (cur != dev) CG_TRY(CG_CUDA_CALL(cudaSetDevice(dev)));
     *out = c;
     return CG_OK;
 }
