@@ -506,6 +506,8 @@ cg_status cg__count_correct(cg_tensor *dst, const cg_tensor *pred, const cg_tens
     CG_TRY(check_f64_slot(dst, pred->st->dev, "accuracy"));
     int64_t n = pred->ndim ? pred->shape[0] : 1;
     if (pred->ndim > 2) return CG_FAIL(CG_E_SHAPE, "accuracy: predictions must be (N) or (N, C)");
+    if (pred->ndim == 2 && pred->shape[1] == 0)
+        return CG_FAIL(CG_E_SHAPE, "accuracy: predictions (N, 0) have no classes; a model's output needs C >= 1");
     if (!cg__is_float(pred->dtype))
         return CG_FAIL(CG_E_DTYPE, "accuracy: predictions must be f32 or f64, got %s", cg_dtype_name(pred->dtype));
     if (cg__numel(target->shape, target->ndim) != n) {

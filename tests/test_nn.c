@@ -396,6 +396,10 @@ START_TEST(accuracy_rules_ties_nan_dtypes) {
     int64_t got;
     CGT_FAILS(cg_accuracy_count(p, t, &got, NULL), CG_E_SHAPE, "one target per row");
     cg_tensor_release(p), cg_tensor_release(t);
+    int64_t s20[2] = {2, 0}, s2 = 2; /* no classes: refused, not read out of bounds */
+    p = cgt_tensor(one, s20, 2, CG_F64, CG_CPU), t = cgt_tensor(one, &s2, 1, CG_I64, CG_CPU);
+    CGT_FAILS(cg_accuracy_count(p, t, &got, NULL), CG_E_SHAPE, "no classes");
+    cg_tensor_release(p), cg_tensor_release(t);
 }
 END_TEST
 
