@@ -573,6 +573,7 @@ __global__ void bn_stats_kernel(int64_t N, int64_t C, int64_t S, const T *__rest
     int64_t L = (N + S - 1) / S, r0 = ch * L, r1 = r0 + L < N ? r0 + L : N;
     wf<T> a{T(0), T(0), T(0)};
     if (c < C)
+#pragma unroll 4
         for (int64_t r = r0 + threadIdx.y; r < r1; r += 8) {
             T v = x[r * C + c];
             a.n += T(1);
@@ -617,16 +618,67 @@ __global__ void bn_eval_stats_kernel(int64_t C, T eps, const T *__restrict__ rm,
     }
 }
 
-template <typename T>
-__global__ void bn_apply_kernel(int64_t n, int64_t C, const T *__restrict__ x, const T *__restrict__ mean, const T *__restrict__ rstd,
-                                const T *__restrict__ gamma, const T *__restrict__ beta, T *__restrict__ y) {
-    CG_GRID_STRIDE(i, n) {
-        int64_t c = i % C;
-        T h = (x[i] - mean[c]) * rstd[c];
-        if (gamma) h *= gamma[c];
-        if (beta) h += beta[c];
-        y[i] = h;
+// Per-channel elementwise passes over (N, C) (apply, dx): block (32, 8), threadIdx.x over
+// groups of V adjacent channels (V = 4: float4 loads and stores), threadIdx.y and blockIdx.y
+// over rows with a grid stride. Each thread reads its channels' statistics once; no 64-bit
+// i % C per element (emulated on the GPU, it made the flat version compute-bound).
+#define BN_ROWS_PER_THREAD 4
+static void bn_grid(int64_t N, int64_t C, int V, dim3 *grid) {
+    int64_t gx = ((C + V - 1) / V + 31) / 32, gy = (N + 8 * BN_ROWS_PER_THREAD - 1) / (8 * BN_ROWS_PER_THREAD);
+    *grid = dim3((unsigned)gx, (unsigned)(gy < 1 ? 1 : gy > 65535 ? 65535 : gy));
+}
+
+template <typename T, int V> struct bn_vec {
+    T v[V];
+};
+template <typename T, int V> __device__ __forceinline__ bn_vec<T, V> bn_load(const T *p) {
+    bn_vec<T, V> r;
+    if constexpr (V == 4 && sizeof(T) == 4) {
+        float4 q = *(const float4 *)p;
+        r.v[0] = q.x, r.v[1] = q.y, r.v[2] = q.z, r.v[3] = q.w;
+    } else {
+#pragma unroll
+        for (int k = 0; k < V; k++) r.v[k] = p[k];
     }
+    return r;
+}
+template <typename T, int V> __device__ __forceinline__ void bn_store(T *p, const bn_vec<T, V> &r) {
+    if constexpr (V == 4 && sizeof(T) == 4) {
+        *(float4 *)p = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
+    } else {
+#pragma unroll
+        for (int k = 0; k < V; k++) p[k] = r.v[k];
+    }
+}
+
+#define BN_ROW_LOOP(r, N) for (int64_t r = (int64_t)blockIdx.y * 8 + threadIdx.y; r < (N); r += (int64_t)gridDim.y * 8)
+
+template <typename T, int V>
+__global__ void bn_apply_kernel(int64_t N, int64_t C, const T *__restrict__ x, const T *__restrict__ mean, const T *__restrict__ rstd,
+                                const T *__restrict__ gamma, const T *__restrict__ beta, T *__restrict__ y) {
+    int64_t c0 = ((int64_t)blockIdx.x * 32 + threadIdx.x) * V;
+    if (c0 >= C) return; // C % V == 0: a group is whole
+    bn_vec<T, V> m = bn_load<T, V>(mean + c0), rs = bn_load<T, V>(rstd + c0), gm, bt;
+    if (gamma) gm = bn_load<T, V>(gamma + c0);
+    if (beta) bt = bn_load<T, V>(beta + c0);
+    BN_ROW_LOOP(r, N) {
+        bn_vec<T, V> h = bn_load<T, V>(x + r * C + c0);
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            h.v[k] = (h.v[k] - m.v[k]) * rs.v[k];
+            if (gamma) h.v[k] *= gm.v[k];
+            if (beta) h.v[k] += bt.v[k];
+        }
+        bn_store<T, V>(y + r * C + c0, h);
+    }
+}
+
+// V = 4 for f32 when C % 4 == 0 and every (N, C) and (C) pointer is 16-byte aligned
+static int bn_vec_width(int dt, int64_t C, const void *const *ptrs, int n) {
+    if (dt != CG_F32 || C % 4) return 1;
+    for (int i = 0; i < n; i++)
+        if (ptrs[i] && !cg_aligned16(ptrs[i])) return 1;
+    return 4;
 }
 
 extern "C" cudaError_t cg_cuda_batchnorm(int dt, int training, int64_t N, int64_t C, double eps, double momentum,
@@ -646,10 +698,18 @@ extern "C" cudaError_t cg_cuda_batchnorm(int dt, int training, int64_t N, int64_
             bn_eval_stats_kernel<T><<<cg_blocks_for(C), CG_THREADS, 0, s>>>(C, (T)eps, (const T *)run_mean,
                                                                             (const T *)run_var, (T *)mean, (T *)rstd);
         }
-        if (N * C > 0)
-            bn_apply_kernel<T><<<cg_blocks_for(N * C), CG_THREADS, 0, s>>>(N * C, C, (const T *)x, (const T *)mean,
-                                                                           (const T *)rstd, (const T *)gamma,
-                                                                           (const T *)beta, (T *)y);
+        if (N * C > 0) {
+            const void *pv[] = {x, y, mean, rstd, gamma, beta};
+            int V = bn_vec_width(dt, C, pv, 6);
+            dim3 grid;
+            bn_grid(N, C, V, &grid);
+            if (V == 4)
+                bn_apply_kernel<T, 4><<<grid, dim3(32, 8), 0, s>>>(N, C, (const T *)x, (const T *)mean, (const T *)rstd,
+                                                                  (const T *)gamma, (const T *)beta, (T *)y);
+            else
+                bn_apply_kernel<T, 1><<<grid, dim3(32, 8), 0, s>>>(N, C, (const T *)x, (const T *)mean, (const T *)rstd,
+                                                                  (const T *)gamma, (const T *)beta, (T *)y);
+        }
     });
     return cudaGetLastError();
 }
@@ -674,6 +734,7 @@ __global__ void bn_bwd_sums_kernel(int64_t N, int64_t C, int64_t S, const T *__r
     T sgx = T(0), sg = T(0);
     if (c < C) {
         T m = mean[c], rs = rstd[c];
+#pragma unroll 4
         for (int64_t r = r0 + threadIdx.y; r < r1; r += 8) {
             T gv = g[r * C + c];
             sgx += gv * (x[r * C + c] - m) * rs;
@@ -708,19 +769,35 @@ __global__ void bn_bwd_final_kernel(int64_t C, int64_t S, const T *__restrict__ 
     }
 }
 
-template <typename T>
-__global__ void bn_bwd_dx_kernel(int64_t n, int64_t N, int64_t C, int training, const T *__restrict__ x, const T *__restrict__ g,
+// dx = rstd (g gamma - [training] (gamma sum(g) / N + xhat gamma sum(g xhat) / N)), with the
+// two per-channel factors formed once per thread
+template <typename T, int V>
+__global__ void bn_bwd_dx_kernel(int64_t N, int64_t C, int training, const T *__restrict__ x, const T *__restrict__ g,
                                  const T *__restrict__ gamma, const T *__restrict__ mean, const T *__restrict__ rstd,
                                  const T *__restrict__ sgx, const T *__restrict__ sg, T *__restrict__ dx) {
-    CG_GRID_STRIDE(i, n) {
-        int64_t c = i % C;
-        T gm = gamma ? gamma[c] : T(1), rs = rstd[c];
-        T v = g[i] * gm;
-        if (training) {
-            T xh = (x[i] - mean[c]) * rs;
-            v = v - gm * sg[c] / T(N) - xh * gm * sgx[c] / T(N);
+    int64_t c0 = ((int64_t)blockIdx.x * 32 + threadIdx.x) * V;
+    if (c0 >= C) return;
+    bn_vec<T, V> gm, rs = bn_load<T, V>(rstd + c0), m, a, b;
+#pragma unroll
+    for (int k = 0; k < V; k++) gm.v[k] = gamma ? gamma[c0 + k] : T(1);
+    if (training) {
+        m = bn_load<T, V>(mean + c0);
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            a.v[k] = gm.v[k] * sg[c0 + k] / T(N);
+            b.v[k] = gm.v[k] * sgx[c0 + k] / T(N);
         }
-        dx[i] = rs * v;
+    }
+    BN_ROW_LOOP(r, N) {
+        bn_vec<T, V> v = bn_load<T, V>(g + r * C + c0), xv;
+        if (training) xv = bn_load<T, V>(x + r * C + c0);
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            T t = v.v[k] * gm.v[k];
+            if (training) t = t - a.v[k] - (xv.v[k] - m.v[k]) * rs.v[k] * b.v[k];
+            v.v[k] = rs.v[k] * t;
+        }
+        bn_store<T, V>(dx + r * C + c0, v);
     }
 }
 
@@ -740,11 +817,20 @@ extern "C" cudaError_t cg_cuda_batchnorm_bwd(int dt, int training, int64_t N, in
                                                                (const T *)rstd, pgx, pg);
             bn_bwd_final_kernel<T><<<cg_blocks_for(C), CG_THREADS, 0, s>>>(C, S, pgx, pg, sgx, sg);
         }
-        if (dx && N * C > 0)
-            bn_bwd_dx_kernel<T><<<cg_blocks_for(N * C), CG_THREADS, 0, s>>>(N * C, N, C, training, (const T *)x,
-                                                                            (const T *)g, (const T *)gamma,
-                                                                            (const T *)mean, (const T *)rstd, sgx, sg,
-                                                                            (T *)dx);
+        if (dx && N * C > 0) {
+            const void *pv[] = {x, g, dx, rstd, training ? mean : NULL};
+            int V = bn_vec_width(dt, C, pv, 5);
+            dim3 grid;
+            bn_grid(N, C, V, &grid);
+            if (V == 4)
+                bn_bwd_dx_kernel<T, 4><<<grid, dim3(32, 8), 0, s>>>(N, C, training, (const T *)x, (const T *)g,
+                                                                   (const T *)gamma, (const T *)mean, (const T *)rstd,
+                                                                   sgx, sg, (T *)dx);
+            else
+                bn_bwd_dx_kernel<T, 1><<<grid, dim3(32, 8), 0, s>>>(N, C, training, (const T *)x, (const T *)g,
+                                                                   (const T *)gamma, (const T *)mean, (const T *)rstd,
+                                                                   sgx, sg, (T *)dx);
+        }
     });
     return cudaGetLastError();
 }
