@@ -4,8 +4,10 @@
 // sticky error word (no host sync; reported at the next one, see docs/cuda.md "Errors").
 //
 // Layout: short rows (d <= 1024) run a warp per row with the row in registers (one read
-// of global memory); long rows run a block per row and keep the row in shared memory
-// when it fits (d * sizeof(T) <= 40 KiB), else they re-read it (L2 hits).
+// of global memory); f32 rows up to 8192 (d % 4 == 0, aligned) a block per row with the
+// row in registers (row_regs.cuh: softmax, softmax-CE, LayerNorm forward); other long rows
+// a block per row that keeps the row in shared memory when it fits (d * sizeof(T) <= 40
+// KiB), else re-reads it (L2 hits).
 // Determinism: fixed-order reductions only. LayerNorm's dgamma/dbeta and BatchNorm's
 // statistics are per-block partials summed in block order by a second kernel.
 // Accumulate rule: every output written (=); running_mean/var updated in place.
@@ -18,6 +20,14 @@
 #include "common.cuh"
 
 #define SMEM_ROW_BYTES (40 * 1024) /* + static shared memory stays under the 48 KiB default */
+
+// f32 rows of 1024 < d <= 8192, d % 4 == 0, in registers (kernels/row_regs.cuh, included at
+// the end): cudaErrorNotSupported when the shape does not fit, then the block kernels run
+static cudaError_t rowreg_softmax(int logsm, int64_t rows, int64_t d, const float *x, float *y, cudaStream_t st);
+static cudaError_t rowreg_softmax_ce(int64_t rows, int64_t C, const float *x, const void *labels, int lab64, float ls,
+                                     float gs, float *loss, float *grad, cg_cuda_err_sink e, cudaStream_t st);
+static cudaError_t rowreg_layernorm(int64_t rows, int64_t d, float eps, const float *x, const float *gamma,
+                                    const float *beta, float *y, float *mean, float *rstd, cudaStream_t st);
 
 // ---------------------------------------------------------------- online max/sum
 
@@ -127,6 +137,10 @@ template <typename T> static cudaError_t softmax_launch(int logsm, int64_t rows,
         else if (d <= 512) softmax_warp_kernel<T, 16><<<grid, 256, 0, s>>>(rows, (int)d, logsm, x, y);
         else softmax_warp_kernel<T, 32><<<grid, 256, 0, s>>>(rows, (int)d, logsm, x, y);
     } else {
+        if constexpr (sizeof(T) == 4) {
+            cudaError_t r = rowreg_softmax(logsm, rows, d, x, y, s);
+            if (r != cudaErrorNotSupported) return r;
+        }
         size_t bytes = (size_t)d * sizeof(T);
         int cache = bytes <= SMEM_ROW_BYTES;
         int threads = d >= 8192 ? 1024 : 256;
@@ -307,6 +321,10 @@ static cudaError_t softmax_ce_launch(int64_t rows, int64_t C, const T *x, const 
         else if (C <= 512) softmax_ce_warp_kernel<T, 16><<<grid, 256, 0, s>>>(rows, (int)C, x, labels, lab64, ls, gs, loss, grad, e);
         else softmax_ce_warp_kernel<T, 32><<<grid, 256, 0, s>>>(rows, (int)C, x, labels, lab64, ls, gs, loss, grad, e);
     } else {
+        if constexpr (sizeof(T) == 4) {
+            cudaError_t r = rowreg_softmax_ce(rows, C, x, labels, lab64, ls, gs, loss, grad, e, s);
+            if (r != cudaErrorNotSupported) return r;
+        }
         size_t bytes = (size_t)C * sizeof(T);
         int cache = grad && bytes <= SMEM_ROW_BYTES;
         softmax_ce_block_kernel<T><<<(unsigned)rows, C >= 8192 ? 1024 : 256, cache ? bytes : 0, s>>>(
@@ -434,6 +452,12 @@ extern "C" cudaError_t cg_cuda_layernorm(int dt, int64_t rows, int64_t d, double
             else if (d <= 512) layernorm_warp_kernel<T, 16><<<grid, 256, 0, s>>>(rows, (int)d, (T)eps, px, pg, pb, py, pm, pr);
             else layernorm_warp_kernel<T, 32><<<grid, 256, 0, s>>>(rows, (int)d, (T)eps, px, pg, pb, py, pm, pr);
         } else {
+            if constexpr (sizeof(T) == 4) {
+                // casts only satisfy the double instantiation of this macro body, never taken
+                cudaError_t r = rowreg_layernorm(rows, d, (float)eps, (const float *)px, (const float *)pg,
+                                                 (const float *)pb, (float *)py, (float *)pm, (float *)pr, s);
+                if (r != cudaErrorNotSupported) return r;
+            }
             size_t bytes = (size_t)d * sizeof(T);
             int cache = bytes <= SMEM_ROW_BYTES;
             layernorm_block_kernel<T><<<(unsigned)rows, d >= 8192 ? 1024 : 256, cache ? bytes : 0, s>>>(
@@ -644,7 +668,9 @@ template <typename T, int V> __device__ __forceinline__ bn_vec<T, V> bn_load(con
 }
 template <typename T, int V> __device__ __forceinline__ void bn_store(T *p, const bn_vec<T, V> &r) {
     if constexpr (V == 4 && sizeof(T) == 4) {
-        *(float4 *)p = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
+        // __stwb (st.global.wb = a plain store's policy): in a loop nvcc splits a plain
+        // float4 assignment here into four 4-byte stores (seen in the PTX)
+        __stwb(reinterpret_cast<float4 *>(p), make_float4(r.v[0], r.v[1], r.v[2], r.v[3]));
     } else {
 #pragma unroll
         for (int k = 0; k < V; k++) p[k] = r.v[k];
@@ -834,3 +860,5 @@ extern "C" cudaError_t cg_cuda_batchnorm_bwd(int dt, int training, int64_t N, in
     });
     return cudaGetLastError();
 }
+
+#include "row_regs.cuh"

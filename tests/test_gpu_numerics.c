@@ -10,6 +10,8 @@
  * the sizes the op will ask for (bins are LIFO), so an output the kernel forgets to write
  * comes back NaN and fails (NaN never passes cgt_close).
  *
+ * Two test cases: "ops" and "large" (widest rows, longest reductions); CK_RUN_CASE picks one.
+ *
  * Skips (exit 77, shown by ctest as skipped) with "no CUDA device: skipping GPU suite" in a CPU-only build or when
  * cg_device_count() == 0. Compiles in both builds (only public API + backend.h). */
 #include <math.h>
@@ -221,7 +223,9 @@ static cg_status ap_ce(cg_tensor *const *in, cg_tensor **out, const void *arg) {
     return cg_softmax_cross_entropy(in[0], in[1], (cg_reduction)a[0], a[1] / 10.0, out);
 }
 
-static const int64_t ODD_D[] = {1, 3, 127, 1025, 4099, 13000};
+/* 1028, 4096, 8192: the f32 register-row kernels (d % 4 == 0, up to 8192); the others the
+ * warp and block kernels */
+static const int64_t ODD_D[] = {1, 3, 127, 1025, 1028, 4096, 4099, 8192, 13000};
 static const int64_t ODD_R[] = {1, 3, 130};
 
 START_TEST(rows_odd_widths) {
@@ -264,7 +268,7 @@ END_TEST
  * the CPU's within tolerance; rows that fit a warp and rows that take a block. */
 START_TEST(ce_seeded_backward_matches_kernel) {
     cgt_rand r = cgt_rand_make("ce seeded");
-    static const int64_t shapes[][2] = {{3, 1025}, {130, 4099}, {257, 10}};
+    static const int64_t shapes[][2] = {{3, 1025}, {130, 4099}, {257, 10}, {64, 4096}};
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         int64_t N = shapes[si][0], C = shapes[si][1], xs[2] = {N, C};
         double *x = randn_arr(&r, N * C, 0.3, 2.0), *lab = malloc((size_t)N * sizeof *lab);
@@ -638,30 +642,32 @@ static int same_class(double g, double c, cgt_tol tol) {
 
 START_TEST(nan_inf_propagate_like_cpu) {
     cgt_rand r = cgt_rand_make("nan inf");
-    int64_t shape[2] = {5, 1025}, n = shape[0] * shape[1];
-    double *x = randn_arr(&r, n, 0.5, 1.0);
-    x[3] = NAN;                     /* row 0 */
-    x[1025 + 7] = INFINITY;         /* row 1 */
-    x[2 * 1025 + 9] = -INFINITY;    /* row 2 */
-    x[3 * 1025 + 11] = 1e30;        /* row 3 overflows exp */
-    for (int f = 0; f < 12; f++) {
-        double *res[2];
-        for (int dv = 0; dv < 2; dv++) {
-            cg_tensor *t = cgt_tensor(x, shape, 2, CG_F32, dv ? GPU : CG_CPU), *o = NULL;
-            CGT_OK(ap_unary(&t, &o, &f));
-            res[dv] = cgt_read(o);
-            if (!dv) n = cg_tensor_numel(o);
-            cg_tensor_release(t);
-            cg_tensor_release(o);
+    for (int wi = 0; wi < 2; wi++) { /* block kernels, then the register-row kernels */
+        int64_t w = wi ? 4096 : 1025, shape[2] = {5, w}, n = shape[0] * shape[1];
+        double *x = randn_arr(&r, n, 0.5, 1.0);
+        x[3] = NAN;                  /* row 0 */
+        x[w + 7] = INFINITY;         /* row 1 */
+        x[2 * w + 9] = -INFINITY;    /* row 2 */
+        x[3 * w + 11] = 1e30;        /* row 3 overflows exp */
+        for (int f = 0; f < 12; f++) {
+            double *res[2];
+            for (int dv = 0; dv < 2; dv++) {
+                cg_tensor *t = cgt_tensor(x, shape, 2, CG_F32, dv ? GPU : CG_CPU), *o = NULL;
+                CGT_OK(ap_unary(&t, &o, &f));
+                res[dv] = cgt_read(o);
+                if (!dv) n = cg_tensor_numel(o);
+                cg_tensor_release(t);
+                cg_tensor_release(o);
+            }
+            for (int64_t i = 0; i < n; i++)
+                ck_assert_msg(same_class(res[1][i], res[0][i], gpu_tol(CG_F32, 10)), "fn %d element %lld: cpu %.9g cuda %.9g",
+                              f, (long long)i, res[0][i], res[1][i]);
+            n = shape[0] * shape[1];
+            free(res[0]);
+            free(res[1]);
         }
-        for (int64_t i = 0; i < n; i++)
-            ck_assert_msg(same_class(res[1][i], res[0][i], gpu_tol(CG_F32, 10)), "fn %d element %lld: cpu %.9g cuda %.9g",
-                          f, (long long)i, res[0][i], res[1][i]);
-        n = shape[0] * shape[1];
-        free(res[0]);
-        free(res[1]);
+        free(x);
     }
-    free(x);
 }
 END_TEST
 
@@ -1305,15 +1311,19 @@ END_TEST
 
 static Suite *suite(void) {
     Suite *s = suite_create("gpu_numerics");
-    TCase *tc = tcase_create("ops");
+    /* "ops": every kernel at small and odd shapes; "large": the same kernels again on the
+     * widest rows and longest reductions (multi-chunk paths). compute-sanitizer runs "ops"
+     * first (CK_RUN_CASE=ops), because under it the large shapes take minutes. */
+    TCase *tc = tcase_create("ops"), *tl = tcase_create("large");
     tcase_set_timeout(tc, 600);
+    tcase_set_timeout(tl, 600);
     tcase_add_loop_test(tc, case_vs_cpu, 0, 2 * cgt_n_cases);
-    tcase_add_loop_test(tc, rows_odd_widths, 0, 2);
+    tcase_add_loop_test(tl, rows_odd_widths, 0, 2);
     tcase_add_test(tc, ce_seeded_backward_matches_kernel);
-    tcase_add_loop_test(tc, reductions_all_paths, 0, 2);
+    tcase_add_loop_test(tl, reductions_all_paths, 0, 2);
     tcase_add_test(tc, reductions_are_deterministic);
     tcase_add_loop_test(tc, broadcast_shapes, 0, 2);
-    tcase_add_loop_test(tc, batchnorm_shapes, 0, 2);
+    tcase_add_loop_test(tl, batchnorm_shapes, 0, 2);
     tcase_add_test(tc, cudnn_twins_match_cpu);
     tcase_add_test(tc, dropout_mask_matches_cpu_bitwise);
     tcase_add_test(tc, rand_streams_match_cpu);
@@ -1333,6 +1343,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, allocator_stats_reuse_and_oom);
     tcase_add_test(tc, loader_prefetch_matches_cpu);
     suite_add_tcase(s, tc);
+    suite_add_tcase(s, tl);
     return s;
 }
 

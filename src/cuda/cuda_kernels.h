@@ -111,6 +111,9 @@ cudaError_t cg_cuda_bce_bwd(int dt, int64_t n, int per_elem, double scale, const
 
 /* softmax / log-softmax over the last axis of (rows, d) (=) */
 cudaError_t cg_cuda_softmax(int dt, int logsm, int64_t rows, int64_t d, const void *x, void *y, cudaStream_t s);
+/* Benchmarks only: 0 sends long f32 rows to the block kernels instead of the register
+ * kernels (kernels/row_regs.cuh), so both can be timed in one run. Not thread-safe. */
+void cg__cuda_set_row_kernels(int use_registers);
 /* dx from the saved output y (=): softmax y (g - sum g y); log-softmax g - exp(y) sum g */
 cudaError_t cg_cuda_softmax_bwd(int dt, int logsm, int64_t rows, int64_t d, const void *y, const void *g, void *dx,
                                 cudaStream_t s);

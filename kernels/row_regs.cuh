@@ -1,0 +1,212 @@
+// Long f32 rows in registers: softmax / log-softmax, fused softmax cross-entropy and
+// LayerNorm forward for 1024 < d <= 8192 with d % 4 == 0 and 16-byte aligned rows.
+// Included at the end of softmax_norm.cu (it uses that file's fexp/flog/frsqrt,
+// load_label and err_record); the launchers there call these first and fall back to
+// their block kernels when rowreg_plan() says no (cudaErrorNotSupported).
+//
+// One block per row, NV float4 per thread: every load of the row is issued before any
+// arithmetic (NV independent 16-byte loads in flight per thread), then exact two-pass
+// statistics on the registers (max, then the sum of exp(x - max); mean, then the sum of
+// squared deviations), then one write. One DRAM read of x and one write of y, the floor.
+// The online (max, sum) of the block kernels needs an exp per element in a loop-carried
+// chain before the next load may issue; here the chain is gone. Semantics as the CPU:
+// NaN anywhere makes the row NaN, +inf makes a softmax row NaN (exp(inf - inf)), a -inf
+// logit has probability 0.
+//
+// Variant switch: g_rowreg (cg__cuda_set_row_kernels) lets bench_kernels time the block
+// kernels on the same shapes in the same run.
+
+static int g_rowreg = 1;
+extern "C" void cg__cuda_set_row_kernels(int use_registers) { g_rowreg = use_registers != 0; }
+
+// NV (float4 per thread) and threads for a row of d floats, or 0 when the shape or the
+// pointers do not fit the register kernels. threads = ceil(d/4 / NV) rounded to a warp.
+static int rowreg_plan(int64_t d, const void *const *ptrs, int n, int *threads) {
+    if (!g_rowreg || d <= 1024 || d > 8192 || d % 4) return 0;
+    for (int i = 0; i < n; i++)
+        if (ptrs[i] && !cg_aligned16(ptrs[i])) return 0;
+    int64_t d4 = d / 4;
+    int nv = d4 <= 256 ? 1 : d4 <= 512 ? 2 : d4 <= 1024 ? 4 : 8;
+    int64_t t = (d4 + nv - 1) / nv;
+    *threads = (int)((t + 31) / 32 * 32);
+    return nv;
+}
+
+template <int NV> __device__ __forceinline__ void rowreg_load(const float4 *__restrict__ r, int64_t d4, float4 (&v)[NV], float pad) {
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int64_t j = threadIdx.x + (int64_t)k * blockDim.x;
+        v[k] = j < d4 ? r[j] : make_float4(pad, pad, pad, pad);
+    }
+}
+
+__device__ __forceinline__ float nanmax(float a, float b) { return (b > a || b != b) ? b : a; }
+
+// max over the row (NaN wins), then sum of exp(x - max) over the valid columns; e = the exps
+template <int NV> __device__ __forceinline__ void rowreg_softmax_stats(const float4 (&v)[NV], int64_t d4, float4 (&e)[NV],
+                                                                     float *m, float *s, float *sh) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < NV; k++) mx = nanmax(nanmax(nanmax(nanmax(mx, v[k].x), v[k].y), v[k].z), v[k].w);
+    mx = cg_block_max(mx, sh);
+    float sum = 0.f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        e[k] = make_float4(fexp(v[k].x - mx), fexp(v[k].y - mx), fexp(v[k].z - mx), fexp(v[k].w - mx));
+        if (threadIdx.x + (int64_t)k * blockDim.x < d4) sum += (e[k].x + e[k].y) + (e[k].z + e[k].w);
+    }
+    *m = mx;
+    *s = cg_block_sum(sum, sh);
+}
+
+template <int NV>
+__global__ void softmax_rowreg_kernel(int64_t d4, int logsm, const float4 *__restrict__ x, float4 *__restrict__ y) {
+    __shared__ float sh[32];
+    int64_t row = blockIdx.x;
+    float4 v[NV], e[NV];
+    rowreg_load<NV>(x + row * d4, d4, v, -INFINITY);
+    float m, s;
+    rowreg_softmax_stats<NV>(v, d4, e, &m, &s, sh);
+    float ls = flog(s);
+    float4 *yr = y + row * d4;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int64_t j = threadIdx.x + (int64_t)k * blockDim.x;
+        if (j >= d4) continue;
+        float4 o = logsm ? make_float4(v[k].x - m - ls, v[k].y - m - ls, v[k].z - m - ls, v[k].w - m - ls)
+                         : make_float4(e[k].x / s, e[k].y / s, e[k].z / s, e[k].w / s);
+        __stwb(yr + j, o);
+    }
+}
+
+static cudaError_t rowreg_softmax(int logsm, int64_t rows, int64_t d, const float *x, float *y, cudaStream_t st) {
+    const void *p[] = {x, y};
+    int t = 0, nv = rowreg_plan(d, p, 2, &t);
+    if (!nv) return cudaErrorNotSupported;
+    const float4 *x4 = (const float4 *)x;
+    float4 *y4 = (float4 *)y;
+    unsigned g = (unsigned)rows;
+    if (nv == 1) softmax_rowreg_kernel<1><<<g, t, 0, st>>>(d / 4, logsm, x4, y4);
+    else if (nv == 2) softmax_rowreg_kernel<2><<<g, t, 0, st>>>(d / 4, logsm, x4, y4);
+    else if (nv == 4) softmax_rowreg_kernel<4><<<g, t, 0, st>>>(d / 4, logsm, x4, y4);
+    else softmax_rowreg_kernel<8><<<g, t, 0, st>>>(d / 4, logsm, x4, y4);
+    return cudaGetLastError();
+}
+
+// loss_row = lse - (1-ls) x[lab] - [ls > 0] (ls/C) sum x; grad = (softmax - q) gs, q the
+// smoothed one-hot (as softmax_ce_block_kernel)
+template <int NV>
+__global__ void softmax_ce_rowreg_kernel(int64_t C4, const float4 *__restrict__ x, const void *labels, int lab64, float ls,
+                                         float gs, float *__restrict__ loss, float4 *__restrict__ grad,
+                                         cg_cuda_err_sink err) {
+    __shared__ float sh[32];
+    int64_t row = blockIdx.x, C = C4 * 4;
+    float4 v[NV], e[NV];
+    rowreg_load<NV>(x + row * C4, C4, v, -INFINITY);
+    int64_t lab = load_label(labels, lab64, row);
+    bool ok = lab >= 0 && lab < C;
+    float m, s;
+    rowreg_softmax_stats<NV>(v, C4, e, &m, &s, sh);
+    float on = 1.f - ls, off = ls / (float)C, sx = 0.f;
+    if (ls > 0.f) {
+#pragma unroll
+        for (int k = 0; k < NV; k++)
+            if (threadIdx.x + (int64_t)k * blockDim.x < C4) sx += (v[k].x + v[k].y) + (v[k].z + v[k].w);
+        sx = cg_block_sum(sx, sh);
+    }
+    if (threadIdx.x == 0) {
+        float xl = ok ? ((const float *)(x + row * C4))[lab] : 0.f;
+        loss[row] = ok ? m + flog(s) - on * xl - (ls > 0.f ? off * sx : 0.f) : NAN;
+        if (!ok) err_record(err, CG_CUDA_ERR_CE_LABEL, row, lab, C);
+    }
+    if (!grad) return;
+    float4 *gr = grad + row * C4;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int64_t j = threadIdx.x + (int64_t)k * blockDim.x;
+        if (j >= C4) continue;
+        float4 o;
+        if (ok) {
+            int64_t c = 4 * j;
+            o = make_float4((e[k].x / s - (c == lab ? on + off : off)) * gs, (e[k].y / s - (c + 1 == lab ? on + off : off)) * gs,
+                            (e[k].z / s - (c + 2 == lab ? on + off : off)) * gs,
+                            (e[k].w / s - (c + 3 == lab ? on + off : off)) * gs);
+        } else {
+            o = make_float4(NAN, NAN, NAN, NAN);
+        }
+        __stwb(gr + j, o);
+    }
+}
+
+static cudaError_t rowreg_softmax_ce(int64_t rows, int64_t C, const float *x, const void *labels, int lab64, float ls,
+                                     float gs, float *loss, float *grad, cg_cuda_err_sink e, cudaStream_t st) {
+    const void *p[] = {x, grad};
+    int t = 0, nv = rowreg_plan(C, p, 2, &t);
+    if (!nv) return cudaErrorNotSupported;
+    const float4 *x4 = (const float4 *)x;
+    float4 *g4 = (float4 *)grad;
+    unsigned g = (unsigned)rows;
+    if (nv == 1) softmax_ce_rowreg_kernel<1><<<g, t, 0, st>>>(C / 4, x4, labels, lab64, ls, gs, loss, g4, e);
+    else if (nv == 2) softmax_ce_rowreg_kernel<2><<<g, t, 0, st>>>(C / 4, x4, labels, lab64, ls, gs, loss, g4, e);
+    else if (nv == 4) softmax_ce_rowreg_kernel<4><<<g, t, 0, st>>>(C / 4, x4, labels, lab64, ls, gs, loss, g4, e);
+    else softmax_ce_rowreg_kernel<8><<<g, t, 0, st>>>(C / 4, x4, labels, lab64, ls, gs, loss, g4, e);
+    return cudaGetLastError();
+}
+
+// y = (x - mean) rstd [* gamma] [+ beta], mean and rstd of the row (two passes on registers)
+template <int NV>
+__global__ void layernorm_rowreg_kernel(int64_t d4, float eps, const float4 *__restrict__ x, const float4 *__restrict__ gamma,
+                                        const float4 *__restrict__ beta, float4 *__restrict__ y, float *__restrict__ mean,
+                                        float *__restrict__ rstd) {
+    __shared__ float sh[32];
+    int64_t row = blockIdx.x;
+    float d = (float)(d4 * 4);
+    float4 v[NV];
+    rowreg_load<NV>(x + row * d4, d4, v, 0.f);
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) s += (v[k].x + v[k].y) + (v[k].z + v[k].w);
+    float m = cg_block_sum(s, sh) / d, q = 0.f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        if (threadIdx.x + (int64_t)k * blockDim.x >= d4) continue;
+        float a = v[k].x - m, b = v[k].y - m, c = v[k].z - m, w = v[k].w - m;
+        q += (a * a + b * b) + (c * c + w * w);
+    }
+    float rs = frsqrt(cg_block_sum(q, sh) / d + eps);
+    float4 *yr = y + row * d4;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int64_t j = threadIdx.x + (int64_t)k * blockDim.x;
+        if (j >= d4) continue;
+        float4 h = make_float4((v[k].x - m) * rs, (v[k].y - m) * rs, (v[k].z - m) * rs, (v[k].w - m) * rs);
+        if (gamma) {
+            float4 g = gamma[j];
+            h.x *= g.x, h.y *= g.y, h.z *= g.z, h.w *= g.w;
+        }
+        if (beta) {
+            float4 b = beta[j];
+            h.x += b.x, h.y += b.y, h.z += b.z, h.w += b.w;
+        }
+        __stwb(yr + j, h);
+    }
+    if (threadIdx.x == 0) {
+        if (mean) mean[row] = m;
+        if (rstd) rstd[row] = rs;
+    }
+}
+
+static cudaError_t rowreg_layernorm(int64_t rows, int64_t d, float eps, const float *x, const float *gamma,
+                                    const float *beta, float *y, float *mean, float *rstd, cudaStream_t st) {
+    const void *p[] = {x, gamma, beta, y};
+    int t = 0, nv = rowreg_plan(d, p, 4, &t);
+    if (!nv) return cudaErrorNotSupported;
+    const float4 *x4 = (const float4 *)x, *g4 = (const float4 *)gamma, *b4 = (const float4 *)beta;
+    float4 *y4 = (float4 *)y;
+    unsigned g = (unsigned)rows;
+    if (nv == 1) layernorm_rowreg_kernel<1><<<g, t, 0, st>>>(d / 4, eps, x4, g4, b4, y4, mean, rstd);
+    else if (nv == 2) layernorm_rowreg_kernel<2><<<g, t, 0, st>>>(d / 4, eps, x4, g4, b4, y4, mean, rstd);
+    else if (nv == 4) layernorm_rowreg_kernel<4><<<g, t, 0, st>>>(d / 4, eps, x4, g4, b4, y4, mean, rstd);
+    else layernorm_rowreg_kernel<8><<<g, t, 0, st>>>(d / 4, eps, x4, g4, b4, y4, mean, rstd);
+    return cudaGetLastError();
+}
