@@ -5,6 +5,19 @@
  * reference backend, which is timed on a 64-row slice and scaled per element (said in the
  * table header). Each kernel is checked against the CPU on the slice before it is timed.
  *
+ * Then what ../shared/tools/torch_anchor*.py time, under cgrad keys mapped to the anchors'
+ * keys, at 16384 x 4096 f32: relu, gelu tanh, softmax, layernorm, batchnorm training and
+ * dropout p=0.5 forward (the backend's kernels called directly, own and cuDNN); softmax-CE
+ * mean forward + backward and layernorm forward + backward of a given dy, each twice: through
+ * the public op and the autograd engine with the input's .grad dropped each time (as the
+ * anchors time them) and as the backend's two kernels back to back (`_kernels`). One
+ * `ANCHORS {...}` line comes first (cgrad key -> the anchor keys it is compared with and the
+ * byte passes it must move), one `JSON {...}` line after the anchors table (cgrad key ->
+ * median ms; copy_16384x4096_f32 is the device-to-device copy of R x C floats in the same
+ * run). bench/compare_torch.sh joins them with the anchors' JSON. `_blockrows` keys time the
+ * same work with long f32 rows sent to the block kernels instead of the register-row ones
+ * (kernels/row_regs.cuh), the two variants side by side.
+ *
  * Usage: bench_kernels [reps=30]. Exits 0 with a message when there is no GPU. */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <math.h>
@@ -16,9 +29,68 @@
 #include "backend.h"
 #include "cgrad.h"
 
+/* cgrad timings that have a PyTorch twin in the anchors. kernel/mode/impl pick the
+ * measurement: the row of K with that name; MODE_FWD, MODE_FB (the backend's forward then
+ * backward kernels) or MODE_AUTOGRAD (the public op, then cg_backward / cg_backward_ex through
+ * the engine with the input's .grad dropped each time: what the anchors time, `x.grad = None;
+ * F.cross_entropy(x, y).backward()`); cgrad's own kernel or the cuDNN one. passes: the R*C*4-
+ * byte passes the measurement must move at least (the anchors count 2 for cross-entropy
+ * forward + backward: one read of the logits, one write of their gradient). */
+enum { MODE_FWD = 0, MODE_BWD = 1, MODE_FB = 2, MODE_AUTOGRAD = 3 };
+typedef struct anchor_key {
+    const char *key, *kernel;
+    int mode, cudnn, passes;
+    const char *eager[2], *compiled[2];
+    int block_rows; /* 1: long f32 rows in the block kernels, not the register ones */
+} anchor_key;
+
+#define BN_EAGER {"batchnorm_train_fwd", "batchnorm_train_fwd_eager_3pass"}
+static const anchor_key AK[] = {
+    {"relu_fwd", "relu", MODE_FWD, 0, 2, {"relu_fwd"}, {0}, 0},
+    {"gelu_tanh_fwd", "gelu tanh", MODE_FWD, 0, 2, {"gelu_tanh_fwd"}, {0}, 0},
+    {"softmax_fwd", "softmax", MODE_FWD, 0, 2, {"softmax_fwd"}, {"softmax_fwd_compiled"}, 0},
+    {"softmax_fwd_cudnn", "softmax", MODE_FWD, 1, 2, {"softmax_fwd"}, {"softmax_fwd_compiled"}, 0},
+    {"softmax_fwd_blockrows", "softmax", MODE_FWD, 0, 2, {"softmax_fwd"}, {"softmax_fwd_compiled"}, 1},
+    {"layernorm_fwd", "layernorm", MODE_FWD, 0, 2, {"layernorm_fwd"}, {"layernorm_fwd_compiled"}, 0},
+    {"layernorm_fwd_blockrows", "layernorm", MODE_FWD, 0, 2, {"layernorm_fwd"}, {"layernorm_fwd_compiled"}, 1},
+    {"batchnorm_train_fwd", "batchnorm train", MODE_FWD, 0, 3, BN_EAGER, {"batchnorm_train_fwd_compiled"}, 0},
+    {"batchnorm_train_fwd_cudnn", "batchnorm train", MODE_FWD, 1, 3, BN_EAGER, {"batchnorm_train_fwd_compiled"}, 0},
+    {"dropout_fwd", "dropout p=0.5", MODE_FWD, 0, 2, {"dropout_fwd"}, {0}, 0},
+    {"cross_entropy_fwd_bwd", "softmax_ce mean", MODE_AUTOGRAD, 0, 2, {"cross_entropy_fwd_bwd"},
+     {"cross_entropy_fwd_bwd_compiled"}, 0},
+    {"cross_entropy_fwd_bwd_blockrows", "softmax_ce mean", MODE_AUTOGRAD, 0, 2, {"cross_entropy_fwd_bwd"},
+     {"cross_entropy_fwd_bwd_compiled"}, 1},
+    /* the kernels alone: the backward kernel reads the forward's gradient and scales it */
+    {"cross_entropy_fwd_bwd_kernels", "softmax_ce mean", MODE_FB, 0, 4, {"cross_entropy_fwd_bwd"},
+     {"cross_entropy_fwd_bwd_compiled"}, 0},
+    {"layernorm_fwd_bwd", "layernorm", MODE_AUTOGRAD, 0, 5, {"layernorm_fwd_bwd"}, {"layernorm_fwd_bwd_compiled"}, 0},
+    {"layernorm_fwd_bwd_kernels", "layernorm", MODE_FB, 0, 5, {"layernorm_fwd_bwd"}, {"layernorm_fwd_bwd_compiled"}, 0},
+};
+#define NAK ((int)(sizeof AK / sizeof AK[0]))
+
+static void print_list(const char *col, const char *const *keys) {
+    printf("\"%s\": [", col);
+    for (int i = 0; i < 2 && keys[i]; i++) printf("%s\"%s\"", i ? ", " : "", keys[i]);
+    printf("], ");
+}
+
+/* One JSON object: cgrad key -> {eager: [anchor keys], compiled: [...], passes, impl}. */
+static void print_anchors(void) {
+    printf("ANCHORS {");
+    for (int i = 0; i < NAK; i++) {
+        printf("%s\"%s\": {", i ? ", " : "", AK[i].key);
+        print_list("eager", AK[i].eager);
+        print_list("compiled", AK[i].compiled);
+        printf("\"passes\": %d, \"impl\": \"%s\"}", AK[i].passes, AK[i].cudnn ? "cudnn" : "own");
+    }
+    printf("}\n");
+}
+
 #ifndef CG_HAVE_CUDA
 int main(void) {
+    print_anchors();
     printf("bench_kernels: this cgrad was built without CUDA (CG_CUDA=OFF); nothing to measure\n");
+    printf("JSON {}\n");
     return 0;
 }
 #else
@@ -55,6 +127,7 @@ static const kspec K[] = {
     {"batchnorm train", CG_OP_BATCHNORM, 5, 30, 0, 2, P(.eps = 1e-5, .momentum = 0.1, .training = 1), 1, 1, 2, 1},
     {"batchnorm eval", CG_OP_BATCHNORM, 5, 30, 0, 2, P(.eps = 1e-5, .momentum = 0.1, .training = 0), 1, 1, 2, 1},
     {"dropout p=0.1", CG_OP_DROPOUT, 1, 0, 0, 0, P(.p = 0.1, .seed = 42), 1, 1, 1, 1},
+    {"dropout p=0.5", CG_OP_DROPOUT, 1, 0, 0, 0, P(.p = 0.5, .seed = 42), 1, 1, 1, 1}, /* the anchors' p */
     {"sum axis 0", CG_OP_SUM, 1, 0, 0, 0, P(.axis = 0), 1, 0, 0, 1},
     {"sum axis 1", CG_OP_SUM, 1, 0, 0, 0, P(.axis = 1), 1, 0, 0, 1},
     {"mean all", CG_OP_MEAN, 1, 0, 0, 0, P(.axis = CG_ALL_AXES), 1, 0, 0, 1},
@@ -146,13 +219,38 @@ static int cmp_float(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* median milliseconds of fn over reps, events on the device stream */
-static cg_status run_once(inst *I, int bwd) {
+/* MODE_AUTOGRAD for softmax-CE and LayerNorm: I's inputs (requires_grad set) through the
+ * public op and the engine; keep = 0 drops the inputs' gradients afterwards, as the anchors
+ * do before each step. */
+static cg_status autograd_once(inst *I, int keep) {
+    cg_status st = cg_scope_begin();
+    if (st != CG_OK) return st;
+    cg_tensor *y = NULL;
+    if (I->c.op == CG_OP_SOFTMAX_CE) {
+        st = cg_softmax_cross_entropy(I->c.in[0], I->c.in[1], I->c.p->reduction, I->c.p->label_smoothing, &y);
+        if (st == CG_OK) st = cg_backward(y);
+    } else {
+        st = cg_layernorm(I->c.in[0], I->c.in[1], I->c.in[2], I->c.p->eps, &y);
+        if (st == CG_OK) st = cg_backward_ex(y, I->gout, 0);
+    }
+    for (int i = 0; i < I->c.n_in && !keep; i++)
+        if (cg_tensor_grad(I->c.in[i])) cg_tensor_set_grad(I->c.in[i], NULL);
+    cg_scope_end();
+    return st;
+}
+
+/* mode: MODE_FWD, MODE_BWD (reads the last forward's out/aux), MODE_FB (both, back to back),
+ * MODE_AUTOGRAD */
+static cg_status run_once(inst *I, int mode) {
     const cg_backend *be = cg__backend(I->c.out->st->dev);
-    if (!bwd) return be->forward[I->c.op](&I->c);
+    if (mode == MODE_AUTOGRAD) return autograd_once(I, 0);
+    if (mode == MODE_BWD) return be->backward[I->c.op](&I->c, I->gout, I->gin);
+    cg_status st = be->forward[I->c.op](&I->c);
+    if (st != CG_OK || mode == MODE_FWD) return st;
     return be->backward[I->c.op](&I->c, I->gout, I->gin);
 }
 
+/* median milliseconds over reps, events on the device stream */
 static float time_ms(cg_cuda_ctx *ctx, inst *I, int bwd, int reps) {
     cudaEvent_t a, b;
     cudaEventCreate(&a);
@@ -192,10 +290,8 @@ static double cpu_ms(inst *I, int bwd) {
     return 1e3 * t / n;
 }
 
-/* max |gpu - cpu| / (1 + |cpu|) over the output (fwd) or the first gradient (bwd) */
-static double check(inst *g, inst *c, int bwd) {
-    cg_tensor *tg = bwd ? g->gin[0] : g->c.out, *tc = bwd ? c->gin[0] : c->c.out;
-    if (!tg || !tc) return 0;
+/* max |tg - tc| / (1 + |tc|); NaN if either is NaN */
+static double max_rel(const cg_tensor *tg, const cg_tensor *tc) {
     int64_t n = cg_tensor_numel(tc);
     float *hg = malloc((size_t)(n ? n : 1) * 4), *hc = malloc((size_t)(n ? n : 1) * 4);
     OK(cg_tensor_to_host(tg, hg, (size_t)n * 4));
@@ -210,11 +306,66 @@ static double check(inst *g, inst *c, int bwd) {
     return e;
 }
 
+/* max_rel of the GPU against the CPU over the output (fwd) or the first gradient (bwd) */
+static double check(inst *g, inst *c, int bwd) {
+    cg_tensor *tg = bwd ? g->gin[0] : g->c.out, *tc = bwd ? c->gin[0] : c->c.out;
+    return tg && tc ? max_rel(tg, tc) : 0;
+}
+
+static const kspec *kernel_named(const char *name) {
+    for (int k = 0; k < NK; k++)
+        if (!strcmp(K[k].name, name)) return &K[k];
+    fprintf(stderr, "bench_kernels: no kernel row '%s'\n", name);
+    exit(1);
+}
+
+/* The anchors' measurements at 16384 x 4096 f32: one row each, then the JSON line (cgrad
+ * key -> median ms). The autograd rows are checked against the backend's own fwd + bwd
+ * kernels on the same inputs (the CE one must agree bit for bit: aux * 1 == aux). */
+static void anchors_section(cg_cuda_ctx *ctx, int reps, double copy_ms, double copy_gbs) {
+    const int64_t R = 16384, C = 4096;
+    printf("\n== the PyTorch anchors' measurements, %lld x %lld f32 (keys in the ANCHORS line) ==\n", (long long)R,
+           (long long)C);
+    printf("%-30s %-8s %10s %10s %9s %9s\n", "cgrad key", "mode", "time(us)", "GB/s", "of copy", "check");
+    double ms[NAK];
+    for (int a = 0; a < NAK; a++) {
+        const anchor_key *A = &AK[a];
+        OK(cg_cuda_set_impl(A->cudnn ? CG_IMPL_CUDNN : CG_IMPL_OWN));
+        cg__cuda_set_row_kernels(!A->block_rows);
+        inst g;
+        inst_make(&g, kernel_named(A->kernel), R, C, CG_CUDA(0));
+        double err = 0;
+        if (A->mode == MODE_AUTOGRAD) {
+            for (int i = 0; i < g.c.n_in; i++)
+                if (cg_tensor_dtype(g.c.in[i]) == CG_F32) OK(cg_tensor_set_requires_grad(g.c.in[i], 1));
+            if (g.c.op == CG_OP_SOFTMAX_CE) OK(cg__backend(CG_CUDA(0))->fill(g.gout, 1.0)); /* cg_backward's seed */
+            OK(run_once(&g, MODE_FB));
+            OK(autograd_once(&g, 1));
+            err = max_rel(cg_tensor_grad(g.c.in[0]), g.gin[0]);
+            for (int i = 0; i < g.c.n_in; i++)
+                if (cg_tensor_grad(g.c.in[i])) OK(cg_tensor_set_grad(g.c.in[i], NULL));
+        }
+        ms[a] = time_ms(ctx, &g, A->mode, reps);
+        double gbs = A->passes * (double)(R * C) * 4.0 / (ms[a] * 1e-3) / 1e9;
+        printf("%-30s %-8s %10.1f %10.1f %8.0f%% %9.1e %s\n", A->key,
+               A->mode == MODE_FWD ? "fwd" : A->mode == MODE_FB ? "kernels" : "autograd", ms[a] * 1e3, gbs,
+               100.0 * gbs / copy_gbs, err, err == 0 || err < 1e-6 ? "" : "MISMATCH");
+        inst_free(&g);
+    }
+    OK(cg_cuda_set_impl(CG_IMPL_OWN));
+    cg__cuda_set_row_kernels(1);
+    printf("JSON {\"copy_%lldx%lld_f32\": %.6f", (long long)R, (long long)C, copy_ms);
+    for (int a = 0; a < NAK; a++) printf(", \"%s\": %.6f", AK[a].key, ms[a]);
+    printf("}\n");
+}
+
 int main(int argc, char **argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 30;
     if (reps < 3) reps = 3;
+    print_anchors();
     if (cg_device_count() == 0) {
         printf("bench_kernels: no CUDA device (%s); nothing to measure\n", cg_cuda_availability());
+        printf("JSON {}\n");
         return 0;
     }
     cg_cuda_ctx *ctx;
@@ -223,6 +374,7 @@ int main(int argc, char **argv) {
     OK(cg_cuda_device_info_get(0, &info));
     printf("device: %s (sm_%d%d, %d SMs, %.1f GiB), cuDNN %d, reps %d (median)\n", info.name, info.cc_major,
            info.cc_minor, info.sm_count, (double)info.total_mem / (1 << 30), info.cudnn_version, reps);
+    double big_copy_ms = 0, big_copy_gbs = 0;
     static const int64_t shapes[][2] = {{16384, 4096}, {64, 256}, {1025, 1027}};
     for (int impl = 0; impl < 2; impl++) {
         OK(cg_cuda_set_impl(impl ? CG_IMPL_CUDNN : CG_IMPL_OWN));
@@ -246,6 +398,7 @@ int main(int argc, char **argv) {
             }
             qsort(ct, 64, sizeof ct[0], cmp_float);
             double copy_gbs = 2.0 * (double)nb / (ct[32] * 1e-3) / 1e9;
+            if (si == 0 && !impl) big_copy_ms = ct[32], big_copy_gbs = copy_gbs;
             cg_cuda_free(0, src);
             cg_cuda_free(0, dst);
             printf("\n== %lld x %lld f32, impl %s; D2D copy %.1f GB/s (read+write); CPU timed on a %lld-row slice, "
@@ -289,6 +442,7 @@ int main(int argc, char **argv) {
         }
     }
     OK(cg_cuda_set_impl(CG_IMPL_OWN));
+    anchors_section(ctx, reps, big_copy_ms, big_copy_gbs);
     /* matmul: FLOP rate per precision */
     printf("\n== matmul 4096 x 4096 x 4096 f32 ==\n%-8s %10s %10s\n", "precision", "time(us)", "TFLOP/s");
     for (int prec = 0; prec < 3; prec++) {

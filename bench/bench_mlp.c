@@ -1,10 +1,12 @@
-/* MLP training-step benchmark: the workloads of ../shared/tools/torch_anchor.py, timed on
- * cgrad so the two can be put side by side (bench/compare_torch.sh runs both in one go).
+/* MLP training-step benchmark: every MLP workload of ../shared/tools/torch_anchor.py and
+ * torch_anchor_compiled.py, timed on cgrad with the same model, optimizer, precision and
+ * batch, so the two can be put side by side (bench/compare_torch.sh runs both in one go).
  *
- *   bench_mlp [--device cpu|cuda] [--steps N] [--workload mnist|small|big|all]
+ *   bench_mlp [--device cpu|cuda] [--steps N] [--workload NAME|SUBSTRING|all|gpu] [--list]
  *
- * One step = zero_grad, forward, cross-entropy, backward, optimizer step (SGD momentum 0.9,
- * lr 1e-3, as the anchor's default). It checks before it times: three warm-up steps through
+ * One step = zero_grad, forward, cross-entropy, backward, optimizer step (SGD momentum 0.9
+ * lr 1e-3, Adam lr 1e-3, or AdamW lr 1e-3 weight decay 0.01: PyTorch's defaults, as the
+ * anchors build them). It checks before it times: three warm-up steps through
  * cg_model_train_step, whose losses must be finite (it fails on a non-finite loss) and start
  * near log(classes), as random labels should. Timed steps are queued the way the anchor's
  * do_bench queues them, without reading the loss (public calls: cg_model_forward, cg_loss,
@@ -12,8 +14,15 @@
  * steps between two device synchronisations, wall clock per group / GROUP, median over
  * the groups (N steps in all). FLOPs counted as the anchor does: 6 * batch * sum(in * out).
  *
- * Default workloads: on the CPU mnist and small (big would take minutes a step); on a GPU
- * all three. Prints a table and one JSON line (keys as in torch_anchor.py). */
+ * Precision: tf32 and bf16 workloads set cg_cuda_set_matmul_precision (tensor cores,
+ * fp32 accumulate, fp32 storage). PyTorch's bf16 autocast also stores the activations in
+ * bf16, so bf16 rows compare the nearest cgrad configuration, not identical work. On the CPU
+ * these workloads are skipped with a message.
+ *
+ * Each workload names the anchor keys it is compared with (eager, CUDA-graphed, compiled);
+ * bench_mlp prints that map first as one `ANCHORS {...}` line, then a table, then one
+ * `JSON {...}` line of cgrad name -> median ms. Default workloads: on the CPU those marked
+ * cpu (the big ones would take minutes a step); on a GPU all of them. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -23,20 +32,70 @@
 
 #include "cgrad.h"
 
+typedef enum { OPT_SGD, OPT_ADAM, OPT_ADAMW } opt_kind;
+typedef enum { PREC_FP32, PREC_TF32, PREC_BF16 } prec_kind;
+static const char *const opt_names[] = {"sgd m0.9", "adam", "adamw wd0.01"};
+static const char *const prec_names[] = {"fp32", "tf32", "bf16"};
+
+#define MAX_KEYS 3
 typedef struct workload {
     const char *name;
     int64_t dims[8];
     int n_dims;
     int64_t batch;
     int norm_dropout; /* BatchNorm1d + Dropout(0.3) after each hidden activation */
+    opt_kind opt;
+    prec_kind prec;
     int cpu_default;
+    /* anchor keys (torch_anchor.py, torch_anchor_compiled.py) of the same workload */
+    const char *eager[MAX_KEYS], *graphed[MAX_KEYS], *compiled[MAX_KEYS];
 } workload;
 
+#define BIG {1024, 4096, 4096, 4096, 4096, 1024}, 6, 8192
+#define SMALL {64, 64, 64, 64, 64, 16}, 6, 65536
+#define MNIST {784, 512, 256, 10}, 4, 256
+#define KERAS {784, 128, 10}, 3, 64
+
 static const workload workloads[] = {
-    {"mlp_mnist_b256_fp32", {784, 512, 256, 10}, 4, 256, 1, 1},
-    {"mlp_small_b65536_fp32", {64, 64, 64, 64, 64, 16}, 6, 65536, 0, 1},
-    {"mlp_big_b8192_fp32", {1024, 4096, 4096, 4096, 4096, 1024}, 6, 8192, 0, 0},
+    {"mlp_big_b8192_fp32", BIG, 0, OPT_SGD, PREC_FP32, 0, {"mlp_big_b8192_fp32"}, {0}, {0}},
+    {"mlp_big_b8192_tf32", BIG, 0, OPT_SGD, PREC_TF32, 0, {"mlp_big_b8192_tf32"}, {0},
+     {"W1_tf32_compile_maxautotune_nocg"}},
+    {"mlp_big_b8192_bf16", BIG, 0, OPT_SGD, PREC_BF16, 0, {"mlp_big_b8192_bf16autocast"}, {0},
+     {"W1_bf16_compile_maxautotune_nocg"}},
+    {"mlp_big_b8192_bf16_adamw", BIG, 0, OPT_ADAMW, PREC_BF16, 0, {"mlp_big_b8192_bf16autocast_adamw"}, {0}, {0}},
+    {"mlp_small_b65536_fp32", SMALL, 0, OPT_SGD, PREC_FP32, 1, {"mlp_small_b65536_fp32_eager"},
+     {"mlp_small_b65536_fp32_graph"}, {"mlp_small_b65536_fp32_compile", "W2_fp32_compile_default_graphed"}},
+    {"mlp_small_b65536_bf16", SMALL, 0, OPT_SGD, PREC_BF16, 0, {0}, {"W2_bf16_eager_graphed"},
+     {"W2_bf16_compile_default_graphed"}},
+    {"mlp_mnist_b256_fp32", MNIST, 1, OPT_SGD, PREC_FP32, 1, {"mlp_mnist_b256_fp32_eager"},
+     {"mlp_mnist_b256_fp32_graph"}, {0}},
+    {"mlp_mnist_b256_adam", MNIST, 1, OPT_ADAM, PREC_FP32, 1, {"W3_784-512-256-10_b256_adam_eager"},
+     {"W3_784-512-256-10_b256_adam_graphed"}, {"W3_784-512-256-10_b256_adam_compile_graphed"}},
+    {"mlp_keras_784-128-10_b64_adam", KERAS, 1, OPT_ADAM, PREC_FP32, 1, {"W3k_keras_784-128-10_b64_adam_eager"},
+     {"W3k_keras_784-128-10_b64_adam_graphed"}, {0}},
 };
+#define N_WORKLOADS ((int)(sizeof workloads / sizeof workloads[0]))
+
+static void print_keys(const char *col, const char *const *keys, int last) {
+    printf("\"%s\": [", col);
+    for (int i = 0; i < MAX_KEYS && keys[i]; i++) printf("%s\"%s\"", i ? ", " : "", keys[i]);
+    printf("]%s", last ? "" : ", ");
+}
+
+/* The anchor map, one JSON object: cgrad name -> {eager, graphed, compiled: [keys], ...}. */
+static void print_anchors(void) {
+    printf("ANCHORS {");
+    for (int i = 0; i < N_WORKLOADS; i++) {
+        const workload *w = &workloads[i];
+        printf("%s\"%s\": {", i ? ", " : "", w->name);
+        print_keys("eager", w->eager, 0);
+        print_keys("graphed", w->graphed, 0);
+        print_keys("compiled", w->compiled, 0);
+        printf("\"optimizer\": \"%s\", \"precision\": \"%s\", \"batch\": %lld}", opt_names[w->opt],
+               prec_names[w->prec], (long long)w->batch);
+    }
+    printf("}\n");
+}
 
 static double now_ms(void) {
     struct timespec ts;
@@ -85,6 +144,10 @@ static double run(const workload *w, cg_device dev, int steps) {
     cg_tensor *x = NULL, *y = NULL, *yf = NULL;
     cg_rng rng = cg_rng_make(1234);
     if (!times) return -1;
+    if (dev.type == CG_DEVICE_CUDA)
+        CHECK(cg_cuda_set_matmul_precision(w->prec == PREC_TF32   ? CG_MATMUL_TF32
+                                           : w->prec == PREC_BF16 ? CG_MATMUL_BF16
+                                                                  : CG_MATMUL_FP32));
     CHECK(cg_model_create(dev, CG_F32, 42, &m));
     for (int i = 0; i + 1 < w->n_dims; i++) {
         int last = i + 2 == w->n_dims;
@@ -96,7 +159,9 @@ static double run(const workload *w, cg_device dev, int steps) {
             CHECK(cg_model_add_dropout(m, 0.3));
         }
     }
-    cg_optim_config opt = cg_optim_sgd(1e-3, 0.9, 0, 0);
+    cg_optim_config opt = w->opt == OPT_SGD    ? cg_optim_sgd(1e-3, 0.9, 0, 0)
+                          : w->opt == OPT_ADAM ? cg_optim_adam(1e-3)
+                                               : cg_optim_adamw(1e-3, 0.01); /* torch.optim.AdamW's default */
     cg_loss_config loss = cg_loss_config_default(CG_LOSS_CROSS_ENTROPY);
     CHECK(cg_model_compile(m, &opt, &loss, CG_METRIC_NONE));
     int64_t xs[2] = {w->batch, w->dims[0]};
@@ -147,20 +212,45 @@ fail:
     cg_tensor_release(yf);
     cg_model_free(m);
     free(times);
+    if (dev.type == CG_DEVICE_CUDA) cg_cuda_set_matmul_precision(CG_MATMUL_FP32);
     return result;
+}
+
+static int selected(const workload *w, const char *which, int gpu) {
+    if (!which) return gpu || w->cpu_default;
+    if (!strcmp(which, "all") || !strcmp(which, "gpu")) return 1;
+    /* comma-separated list of exact names or substrings */
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", which);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        if (*t && strstr(w->name, t)) return 1;
+    return 0;
 }
 
 int main(int argc, char **argv) {
     const char *dev_name = NULL, *which = NULL;
-    int steps = 60;
+    int steps = 60, list = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--device") && i + 1 < argc) dev_name = argv[++i];
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--workload") && i + 1 < argc) which = argv[++i];
+        else if (!strcmp(argv[i], "--list")) list = 1;
         else {
-            fprintf(stderr, "usage: %s [--device cpu|cuda] [--steps N] [--workload mnist|small|big|all]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--device cpu|cuda] [--steps N] [--workload all|gpu|NAME[,NAME...]] [--list]\n"
+                    "  NAME matches workload names by substring; --list prints the workloads and their anchor keys\n",
+                    argv[0]);
             return 2;
         }
+    }
+    print_anchors();
+    if (list) {
+        for (int i = 0; i < N_WORKLOADS; i++) {
+            const workload *w = &workloads[i];
+            printf("%-32s b%-6lld %-13s %-5s %s%s\n", w->name, (long long)w->batch, opt_names[w->opt],
+                   prec_names[w->prec], w->norm_dropout ? "BN+dropout0.3 " : "", w->cpu_default ? "(cpu default)" : "");
+        }
+        return 0;
     }
     if (steps < 1) steps = 1;
     cg_device dev = cg_default_device();
@@ -168,29 +258,37 @@ int main(int argc, char **argv) {
     if (dev_name && !strcmp(dev_name, "cuda")) {
         if (cg_device_count() == 0) {
             printf("bench_mlp: no CUDA device (%s); nothing to time\n", cg_cuda_availability());
+            printf("JSON {}\n");
             return 0;
         }
         dev = CG_CUDA(0);
     }
     int gpu = dev.type == CG_DEVICE_CUDA;
-    printf("bench_mlp on %s, %d timed steps each (median)\n", cg_device_str(dev), steps);
-    printf("%-26s %10s %10s %12s\n", "workload", "ms/step", "TFLOP/s", "Msamples/s");
-    char json[1024];
+    printf("bench_mlp on %s, %d timed steps each (median of groups of %d)\n", cg_device_str(dev), steps, GROUP);
+    printf("%-32s %-13s %-5s %10s %10s %12s\n", "workload", "optimizer", "prec", "ms/step", "TFLOP/s", "Msamples/s");
+    char json[4096];
     int k = snprintf(json, sizeof json, "JSON {");
     int failed = 0;
-    for (size_t i = 0; i < sizeof workloads / sizeof workloads[0]; i++) {
+    for (int i = 0; i < N_WORKLOADS; i++) {
         const workload *w = &workloads[i];
-        int on = which ? (!strcmp(which, "all") || strstr(w->name, which) != NULL) : (gpu || w->cpu_default);
-        if (!on) continue;
+        if (!selected(w, which, gpu)) continue;
+        if (!gpu && w->prec != PREC_FP32) {
+            printf("%-32s skipped: %s matmul precision needs a CUDA device\n", w->name, prec_names[w->prec]);
+            continue;
+        }
         double ms = run(w, dev, steps);
         if (ms < 0) {
+            printf("%-32s FAILED (see stderr)\n", w->name);
             failed = 1;
             continue;
         }
         double flops = 0;
         for (int d = 0; d + 1 < w->n_dims; d++) flops += 6.0 * (double)w->batch * (double)(w->dims[d] * w->dims[d + 1]);
-        printf("%-26s %10.3f %10.3f %12.3f\n", w->name, ms, flops / ms / 1e9, (double)w->batch / ms / 1e3);
-        k += snprintf(json + k, sizeof json - (size_t)k, "%s\"%s\": %.6f", k > 6 ? ", " : "", w->name, ms);
+        printf("%-32s %-13s %-5s %10.3f %10.3f %12.3f\n", w->name, opt_names[w->opt], prec_names[w->prec], ms,
+               flops / ms / 1e9, (double)w->batch / ms / 1e3);
+        fflush(stdout);
+        if (k < (int)sizeof json - 100)
+            k += snprintf(json + k, sizeof json - (size_t)k, "%s\"%s\": %.6f", k > 6 ? ", " : "", w->name, ms);
     }
     printf("%s}\n", json);
     return failed;
