@@ -1,8 +1,9 @@
 // Long f32 rows in registers: softmax / log-softmax, fused softmax cross-entropy and
 // LayerNorm forward for 1024 < d <= 8192 with d % 4 == 0 and 16-byte aligned rows.
 // Included at the end of softmax_norm.cu (it uses that file's fexp/flog/frsqrt,
-// load_label and err_record); the launchers there call these first and fall back to
-// their block kernels when rowreg_plan() says no (cudaErrorNotSupported).
+// load_label and err_record); the launchers there call these first: each returns false,
+// launching nothing, when rowreg_plan() says the row does not fit, and the block kernels
+// run; true when it launched, with the launch status in *err.
 //
 // One block per row, NV float4 per thread: every load of the row is issued before any
 // arithmetic (NV independent 16-byte loads in flight per thread), then exact two-pass
@@ -19,18 +20,27 @@
 static int g_rowreg = 1;
 extern "C" void cg__cuda_set_row_kernels(int use_registers) { g_rowreg = use_registers != 0; }
 
-// NV (float4 per thread) and threads for a row of d floats, or 0 when the shape or the
-// pointers do not fit the register kernels. threads = ceil(d/4 / NV) rounded to a warp.
+// NV (float4 per thread: 2, 4 or 8, since d4 > 256) and threads for a row of d floats, or
+// 0 when the shape or the pointers do not fit the register kernels. threads = ceil(d4 / NV)
+// rounded up to a warp: 160 to 256.
 static int rowreg_plan(int64_t d, const void *const *ptrs, int n, int *threads) {
     if (!g_rowreg || d <= 1024 || d > 8192 || d % 4) return 0;
     for (int i = 0; i < n; i++)
         if (ptrs[i] && !cg_aligned16(ptrs[i])) return 0;
     int64_t d4 = d / 4;
-    int nv = d4 <= 256 ? 1 : d4 <= 512 ? 2 : d4 <= 1024 ? 4 : 8;
+    int nv = d4 <= 512 ? 2 : d4 <= 1024 ? 4 : 8;
     int64_t t = (d4 + nv - 1) / nv;
     *threads = (int)((t + 31) / 32 * 32);
     return nv;
 }
+
+// KERNEL<NV><<<rows, threads>>>(args) for the planned NV
+#define ROWREG_LAUNCH(KERNEL, nv, rows, threads, st, ...)                                                    \
+    do {                                                                                                      \
+        if ((nv) == 2) KERNEL<2><<<(unsigned)(rows), (threads), 0, (st)>>>(__VA_ARGS__);                       \
+        else if ((nv) == 4) KERNEL<4><<<(unsigned)(rows), (threads), 0, (st)>>>(__VA_ARGS__);                  \
+        else KERNEL<8><<<(unsigned)(rows), (threads), 0, (st)>>>(__VA_ARGS__);                                 \
+    } while (0)
 
 template <int NV> __device__ __forceinline__ void rowreg_load(const float4 *__restrict__ r, int64_t d4, float4 (&v)[NV], float pad) {
 #pragma unroll
@@ -79,18 +89,14 @@ __global__ void softmax_rowreg_kernel(int64_t d4, int logsm, const float4 *__res
     }
 }
 
-static cudaError_t rowreg_softmax(int logsm, int64_t rows, int64_t d, const float *x, float *y, cudaStream_t st) {
+static bool rowreg_softmax(int logsm, int64_t rows, int64_t d, const float *x, float *y, cudaStream_t st,
+                           cudaError_t *err) {
     const void *p[] = {x, y};
     int t = 0, nv = rowreg_plan(d, p, 2, &t);
-    if (!nv) return cudaErrorNotSupported;
-    const float4 *x4 = (const float4 *)x;
-    float4 *y4 = (float4 *)y;
-    unsigned g = (unsigned)rows;
-    if (nv == 1) softmax_rowreg_kernel<1><<<g, t, 0, st>>>(d / 4, logsm, x4, y4);
-    else if (nv == 2) softmax_rowreg_kernel<2><<<g, t, 0, st>>>(d / 4, logsm, x4, y4);
-    else if (nv == 4) softmax_rowreg_kernel<4><<<g, t, 0, st>>>(d / 4, logsm, x4, y4);
-    else softmax_rowreg_kernel<8><<<g, t, 0, st>>>(d / 4, logsm, x4, y4);
-    return cudaGetLastError();
+    if (!nv) return false;
+    ROWREG_LAUNCH(softmax_rowreg_kernel, nv, rows, t, st, d / 4, logsm, (const float4 *)x, (float4 *)y);
+    *err = cudaGetLastError();
+    return true;
 }
 
 // loss_row = lse - (1-ls) x[lab] - [ls > 0] (ls/C) sum x; grad = (softmax - q) gs, q the
@@ -138,19 +144,15 @@ __global__ void softmax_ce_rowreg_kernel(int64_t C4, const float4 *__restrict__ 
     }
 }
 
-static cudaError_t rowreg_softmax_ce(int64_t rows, int64_t C, const float *x, const void *labels, int lab64, float ls,
-                                     float gs, float *loss, float *grad, cg_cuda_err_sink e, cudaStream_t st) {
+static bool rowreg_softmax_ce(int64_t rows, int64_t C, const float *x, const void *labels, int lab64, float ls, float gs,
+                              float *loss, float *grad, cg_cuda_err_sink e, cudaStream_t st, cudaError_t *err) {
     const void *p[] = {x, grad};
     int t = 0, nv = rowreg_plan(C, p, 2, &t);
-    if (!nv) return cudaErrorNotSupported;
-    const float4 *x4 = (const float4 *)x;
-    float4 *g4 = (float4 *)grad;
-    unsigned g = (unsigned)rows;
-    if (nv == 1) softmax_ce_rowreg_kernel<1><<<g, t, 0, st>>>(C / 4, x4, labels, lab64, ls, gs, loss, g4, e);
-    else if (nv == 2) softmax_ce_rowreg_kernel<2><<<g, t, 0, st>>>(C / 4, x4, labels, lab64, ls, gs, loss, g4, e);
-    else if (nv == 4) softmax_ce_rowreg_kernel<4><<<g, t, 0, st>>>(C / 4, x4, labels, lab64, ls, gs, loss, g4, e);
-    else softmax_ce_rowreg_kernel<8><<<g, t, 0, st>>>(C / 4, x4, labels, lab64, ls, gs, loss, g4, e);
-    return cudaGetLastError();
+    if (!nv) return false;
+    ROWREG_LAUNCH(softmax_ce_rowreg_kernel, nv, rows, t, st, C / 4, (const float4 *)x, labels, lab64, ls, gs, loss,
+                  (float4 *)grad, e);
+    *err = cudaGetLastError();
+    return true;
 }
 
 // y = (x - mean) rstd [* gamma] [+ beta], mean and rstd of the row (two passes on registers)
@@ -196,17 +198,13 @@ __global__ void layernorm_rowreg_kernel(int64_t d4, float eps, const float4 *__r
     }
 }
 
-static cudaError_t rowreg_layernorm(int64_t rows, int64_t d, float eps, const float *x, const float *gamma,
-                                    const float *beta, float *y, float *mean, float *rstd, cudaStream_t st) {
+static bool rowreg_layernorm(int64_t rows, int64_t d, float eps, const float *x, const float *gamma, const float *beta,
+                             float *y, float *mean, float *rstd, cudaStream_t st, cudaError_t *err) {
     const void *p[] = {x, gamma, beta, y};
     int t = 0, nv = rowreg_plan(d, p, 4, &t);
-    if (!nv) return cudaErrorNotSupported;
-    const float4 *x4 = (const float4 *)x, *g4 = (const float4 *)gamma, *b4 = (const float4 *)beta;
-    float4 *y4 = (float4 *)y;
-    unsigned g = (unsigned)rows;
-    if (nv == 1) layernorm_rowreg_kernel<1><<<g, t, 0, st>>>(d / 4, eps, x4, g4, b4, y4, mean, rstd);
-    else if (nv == 2) layernorm_rowreg_kernel<2><<<g, t, 0, st>>>(d / 4, eps, x4, g4, b4, y4, mean, rstd);
-    else if (nv == 4) layernorm_rowreg_kernel<4><<<g, t, 0, st>>>(d / 4, eps, x4, g4, b4, y4, mean, rstd);
-    else layernorm_rowreg_kernel<8><<<g, t, 0, st>>>(d / 4, eps, x4, g4, b4, y4, mean, rstd);
-    return cudaGetLastError();
+    if (!nv) return false;
+    ROWREG_LAUNCH(layernorm_rowreg_kernel, nv, rows, t, st, d / 4, eps, (const float4 *)x, (const float4 *)gamma,
+                  (const float4 *)beta, (float4 *)y, mean, rstd);
+    *err = cudaGetLastError();
+    return true;
 }

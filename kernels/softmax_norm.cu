@@ -22,12 +22,14 @@
 #define SMEM_ROW_BYTES (40 * 1024) /* + static shared memory stays under the 48 KiB default */
 
 // f32 rows of 1024 < d <= 8192, d % 4 == 0, in registers (kernels/row_regs.cuh, included at
-// the end): cudaErrorNotSupported when the shape does not fit, then the block kernels run
-static cudaError_t rowreg_softmax(int logsm, int64_t rows, int64_t d, const float *x, float *y, cudaStream_t st);
-static cudaError_t rowreg_softmax_ce(int64_t rows, int64_t C, const float *x, const void *labels, int lab64, float ls,
-                                     float gs, float *loss, float *grad, cg_cuda_err_sink e, cudaStream_t st);
-static cudaError_t rowreg_layernorm(int64_t rows, int64_t d, float eps, const float *x, const float *gamma,
-                                    const float *beta, float *y, float *mean, float *rstd, cudaStream_t st);
+// the end): false when the shape does not fit (nothing launched; the block kernels run),
+// true when launched, with the launch status in *err
+static bool rowreg_softmax(int logsm, int64_t rows, int64_t d, const float *x, float *y, cudaStream_t st,
+                           cudaError_t *err);
+static bool rowreg_softmax_ce(int64_t rows, int64_t C, const float *x, const void *labels, int lab64, float ls, float gs,
+                              float *loss, float *grad, cg_cuda_err_sink e, cudaStream_t st, cudaError_t *err);
+static bool rowreg_layernorm(int64_t rows, int64_t d, float eps, const float *x, const float *gamma, const float *beta,
+                             float *y, float *mean, float *rstd, cudaStream_t st, cudaError_t *err);
 
 // ---------------------------------------------------------------- online max/sum
 
@@ -138,8 +140,8 @@ template <typename T> static cudaError_t softmax_launch(int logsm, int64_t rows,
         else softmax_warp_kernel<T, 32><<<grid, 256, 0, s>>>(rows, (int)d, logsm, x, y);
     } else {
         if constexpr (sizeof(T) == 4) {
-            cudaError_t r = rowreg_softmax(logsm, rows, d, x, y, s);
-            if (r != cudaErrorNotSupported) return r;
+            cudaError_t r;
+            if (rowreg_softmax(logsm, rows, d, x, y, s, &r)) return r;
         }
         size_t bytes = (size_t)d * sizeof(T);
         int cache = bytes <= SMEM_ROW_BYTES;
@@ -322,8 +324,8 @@ static cudaError_t softmax_ce_launch(int64_t rows, int64_t C, const T *x, const 
         else softmax_ce_warp_kernel<T, 32><<<grid, 256, 0, s>>>(rows, (int)C, x, labels, lab64, ls, gs, loss, grad, e);
     } else {
         if constexpr (sizeof(T) == 4) {
-            cudaError_t r = rowreg_softmax_ce(rows, C, x, labels, lab64, ls, gs, loss, grad, e, s);
-            if (r != cudaErrorNotSupported) return r;
+            cudaError_t r;
+            if (rowreg_softmax_ce(rows, C, x, labels, lab64, ls, gs, loss, grad, e, s, &r)) return r;
         }
         size_t bytes = (size_t)C * sizeof(T);
         int cache = grad && bytes <= SMEM_ROW_BYTES;
@@ -454,9 +456,10 @@ extern "C" cudaError_t cg_cuda_layernorm(int dt, int64_t rows, int64_t d, double
         } else {
             if constexpr (sizeof(T) == 4) {
                 // casts only satisfy the double instantiation of this macro body, never taken
-                cudaError_t r = rowreg_layernorm(rows, d, (float)eps, (const float *)px, (const float *)pg,
-                                                 (const float *)pb, (float *)py, (float *)pm, (float *)pr, s);
-                if (r != cudaErrorNotSupported) return r;
+                cudaError_t r;
+                if (rowreg_layernorm(rows, d, (float)eps, (const float *)px, (const float *)pg, (const float *)pb,
+                                     (float *)py, (float *)pm, (float *)pr, s, &r))
+                    return r;
             }
             size_t bytes = (size_t)d * sizeof(T);
             int cache = bytes <= SMEM_ROW_BYTES;
@@ -642,14 +645,39 @@ __global__ void bn_eval_stats_kernel(int64_t C, T eps, const T *__restrict__ rm,
     }
 }
 
-// Per-channel elementwise passes over (N, C) (apply, dx): block (32, 8), threadIdx.x over
-// groups of V adjacent channels (V = 4: float4 loads and stores), threadIdx.y and blockIdx.y
-// over rows with a grid stride. Each thread reads its channels' statistics once; no 64-bit
-// i % C per element (emulated on the GPU, it made the flat version compute-bound).
+// Per-channel elementwise passes over (N, C) (apply, dx): block (32, 8), each lane owns a
+// group of V adjacent channels (V = 4: float4 loads and stores) and walks rows with a grid
+// stride; its channels' statistics are read once. With G = C / V groups of channels:
+// G >= 32: lanes and blockIdx.x cover the groups, one row per warp row (rpw = 1);
+// G < 32: a warp covers rpw = 32 / G rows at once (lane = sub-row * G + group), so a
+// narrow layer still keeps most lanes loading. No 64-bit i % C per element (emulated on
+// the GPU, it made the first, flat version compute-bound).
 #define BN_ROWS_PER_THREAD 4
+static int bn_rows_per_warp(int64_t C, int V) {
+    int64_t g = C / V;
+    return g >= 32 ? 1 : (int)(32 / g);
+}
 static void bn_grid(int64_t N, int64_t C, int V, dim3 *grid) {
-    int64_t gx = ((C + V - 1) / V + 31) / 32, gy = (N + 8 * BN_ROWS_PER_THREAD - 1) / (8 * BN_ROWS_PER_THREAD);
+    int rpw = bn_rows_per_warp(C, V);
+    int64_t gx = rpw > 1 ? 1 : (C / V + 31) / 32, per = 8 * (int64_t)rpw * BN_ROWS_PER_THREAD;
+    int64_t gy = (N + per - 1) / per;
     *grid = dim3((unsigned)gx, (unsigned)(gy < 1 ? 1 : gy > 65535 ? 65535 : gy));
+}
+
+// this lane's first channel c0 and first row r0, and the row stride; false: an idle lane
+__device__ __forceinline__ bool bn_lane(int64_t C, int V, int64_t *c0, int64_t *r0, int64_t *stride) {
+    int64_t g = C / V;
+    int rpw = g >= 32 ? 1 : (int)(32 / g), sub = 0;
+    if (rpw == 1) {
+        *c0 = ((int64_t)blockIdx.x * 32 + threadIdx.x) * V;
+    } else {
+        if ((int64_t)threadIdx.x >= rpw * g) return false;
+        *c0 = (threadIdx.x % g) * V;
+        sub = (int)(threadIdx.x / g);
+    }
+    *r0 = ((int64_t)blockIdx.y * 8 + threadIdx.y) * rpw + sub;
+    *stride = (int64_t)gridDim.y * 8 * rpw;
+    return *c0 < C; // C % V == 0: a group is whole
 }
 
 template <typename T, int V> struct bn_vec {
@@ -677,13 +705,13 @@ template <typename T, int V> __device__ __forceinline__ void bn_store(T *p, cons
     }
 }
 
-#define BN_ROW_LOOP(r, N) for (int64_t r = (int64_t)blockIdx.y * 8 + threadIdx.y; r < (N); r += (int64_t)gridDim.y * 8)
+#define BN_ROW_LOOP(r, N) for (int64_t r = r0; r < (N); r += rstride)
 
 template <typename T, int V>
 __global__ void bn_apply_kernel(int64_t N, int64_t C, const T *__restrict__ x, const T *__restrict__ mean, const T *__restrict__ rstd,
                                 const T *__restrict__ gamma, const T *__restrict__ beta, T *__restrict__ y) {
-    int64_t c0 = ((int64_t)blockIdx.x * 32 + threadIdx.x) * V;
-    if (c0 >= C) return; // C % V == 0: a group is whole
+    int64_t c0, r0, rstride;
+    if (!bn_lane(C, V, &c0, &r0, &rstride)) return;
     bn_vec<T, V> m = bn_load<T, V>(mean + c0), rs = bn_load<T, V>(rstd + c0), gm, bt;
     if (gamma) gm = bn_load<T, V>(gamma + c0);
     if (beta) bt = bn_load<T, V>(beta + c0);
@@ -801,8 +829,8 @@ template <typename T, int V>
 __global__ void bn_bwd_dx_kernel(int64_t N, int64_t C, int training, const T *__restrict__ x, const T *__restrict__ g,
                                  const T *__restrict__ gamma, const T *__restrict__ mean, const T *__restrict__ rstd,
                                  const T *__restrict__ sgx, const T *__restrict__ sg, T *__restrict__ dx) {
-    int64_t c0 = ((int64_t)blockIdx.x * 32 + threadIdx.x) * V;
-    if (c0 >= C) return;
+    int64_t c0, r0, rstride;
+    if (!bn_lane(C, V, &c0, &r0, &rstride)) return;
     bn_vec<T, V> gm, rs = bn_load<T, V>(rstd + c0), m, a, b;
 #pragma unroll
     for (int k = 0; k < V; k++) gm.v[k] = gamma ? gamma[c0 + k] : T(1);

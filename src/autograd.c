@@ -82,6 +82,7 @@ static void node_release_saved(cg_node *n) {
     cg_tensor_release(n->out);
     n->out = NULL;
     n->released = 1;
+    n->handed_on = 0; /* the backward finished: the graph is simply spent */
 }
 
 void cg__node_free(cg_node *n) {
@@ -173,7 +174,7 @@ cg_status bw_softmax_ce(cg_node *n, const cg_tensor *gout, cg_tensor **gin) {
         a->dtype == n->in[0]->dtype && cg__same_shape(a, n->in[0])) {
         gin[0] = a;
         n->aux[0] = NULL;
-        n->released = 1; /* a retry after a later failure must not find the aux gone */
+        n->released = n->handed_on = 1; /* a retry after a later failure is refused */
         return CG_OK;
     }
     return bw_kernel(n, gout, gin);
@@ -245,6 +246,12 @@ static cg_status topo_sort(cg_node *root, int epoch, node_list *order) {
     /* a node is pushed once (mark = epoch); when re-seen with all inputs done it is emitted */
     while (st == CG_OK && stack.n) {
         cg_node *n = stack.v[stack.n - 1];
+        if (n->handed_on) {
+            st = CG_FAIL(CG_E_STATE, "backward: an earlier cg_backward through '%s' failed after it had handed that "
+                                     "op's saved gradient on; recompute the loss and call backward again",
+                         cg_op_table[n->op].name);
+            break;
+        }
         if (n->released) {
             st = CG_FAIL(CG_E_STATE, "backward: the graph through '%s' was already freed by an earlier backward; pass "
                                      "retain_graph=1 to cg_backward_ex to backward through it twice",

@@ -152,6 +152,7 @@ typedef struct cg_node {
     cg_tensor *out;           /* alias of the output's storage (no node), for rules reading it */
     uint64_t out_version;
     int released;             /* saved tensors dropped after backward */
+    int handed_on;            /* bw_softmax_ce gave its saved gradient away (released too) */
     /* scratch used by one cg_backward() */
     cg_tensor *gacc;
     int mark;

@@ -414,7 +414,10 @@ static cg_status ap_bn(cg_tensor *const *in, cg_tensor **out, const void *arg) {
 
 static void bn_shapes(cg_dtype dt, double tol_mul) {
     cgt_rand r = cgt_rand_make("batchnorm");
-    static const int64_t S[][2] = {{2, 1}, {3, 127}, {1025, 3}, {4096, 33}, {600, 1025}};
+    /* C % 4 == 0 (16, 64, 4096) takes the float4 kernels; C / 4 < 32 packs several rows
+     * into a warp, as C < 32 does for the others */
+    static const int64_t S[][2] = {{2, 1},    {3, 127},  {1025, 3}, {4096, 33}, {600, 1025},
+                                   {300, 16}, {513, 64}, {64, 4096}, {4099, 8}};
     for (size_t k = 0; k < sizeof S / sizeof S[0]; k++) {
         int64_t N = S[k][0], C = S[k][1];
         double *x = randn_arr(&r, N * C, 0.5, 2.0), *g = randn_arr(&r, C, 1, 0.5), *b = randn_arr(&r, C, 0, 0.5);
@@ -1099,7 +1102,8 @@ END_TEST
 START_TEST(ce_bad_label_reported_at_next_sync) {
     cgt_rand r = cgt_rand_make("ce bad label");
     for (int k = 0; k < 8; k++) {
-        int64_t N = 6, C = k & 1 ? 1500 : 10, xs[2] = {N, C};
+        /* 10: warp rows; 1500: register rows (f32, C % 4 == 0); 1501: block rows */
+        int64_t N = 6, C = k & 1 ? (k & 4 ? 1501 : 1500) : 10, xs[2] = {N, C};
         cg_dtype ldt = k & 2 ? CG_I32 : CG_I64;
         long long bad = k & 4 ? -1 : (long long)C;
         int how = k % 3; /* 0: item of the mean, 1: to_host of the rows, 2: cg_cuda_synchronize */
