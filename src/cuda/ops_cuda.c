@@ -20,6 +20,15 @@ static cg_status need_float(const cg_op_call *c, cg_dtype dt) {
     return CG_OK;
 }
 
+/* The row kernels run one block (or warp group) per row on grid.x: at most 2^31 - 1 rows. */
+static cg_status rows_fit(const cg_op_call *c, int64_t rows) {
+    if (rows > 0x7fffffff)
+        return CG_FAIL(CG_E_UNSUPPORTED, "%s: %lld rows exceed the CUDA row kernels' limit of 2^31 - 1; split the batch "
+                                         "into smaller ones or run this op on the CPU",
+                       opname(c), (long long)rows);
+    return CG_OK;
+}
+
 #define CTX(t)                                                                                                \
     cg_cuda_ctx *ctx = NULL; \
     CG_TRY(cg_cuda_ctx_get(cg_cuda_dev_of(t), &ctx))
@@ -367,6 +376,7 @@ static cg_status reduce_fwd(const cg_op_call *c) {
     CG_TRY(need_float(c, c->out->dtype));
     int64_t outer = 0, n = 0, inner = 0;
     CG_TRY(split_axis(c, c->in[0], &outer, &n, &inner));
+    CG_TRY(rows_fit(c, outer)); /* the sums' row plans put the outer index on grid.x */
     CTX(c->out);
     double scale = c->op == CG_OP_MEAN ? 1.0 / (double)n : 1.0; /* n = 0: inf, and 0 * inf = NaN as on the CPU */
     void *ws = NULL;
@@ -395,6 +405,7 @@ static cg_status softmax_fwd(const cg_op_call *c) {
     const cg_tensor *x = c->in[0];
     int64_t d = last_dim(x), rows = d ? numel(x) / d : 0;
     int logsm = c->op == CG_OP_LOG_SOFTMAX;
+    CG_TRY(rows_fit(c, rows));
     CTX(c->out);
     if (cg_cuda_impl_now() == CG_IMPL_CUDNN) {
         cg_status st = cg_cudnn_softmax(ctx, x->dtype, logsm, rows, d, ptr(x), ptr(c->out));
@@ -409,6 +420,7 @@ static cg_status softmax_bwd(const cg_op_call *c, const cg_tensor *gout, cg_tens
     if (!c->out) return CG_FAIL(CG_E_INTERNAL, "%s backward: saved output missing", opname(c));
     int64_t d = last_dim(gout), rows = d ? numel(gout) / d : 0;
     int logsm = c->op == CG_OP_LOG_SOFTMAX;
+    CG_TRY(rows_fit(c, rows));
     CTX(gout);
     if (cg_cuda_impl_now() == CG_IMPL_CUDNN) {
         cg_status st = cg_cudnn_softmax_bwd(ctx, gout->dtype, logsm, rows, d, ptr(c->out), ptr(gout), ptr(gin[0]));
@@ -424,6 +436,7 @@ static cg_status layernorm_fwd(const cg_op_call *c) {
     CG_TRY(need_float(c, c->out->dtype));
     const cg_tensor *x = c->in[0];
     int64_t d = last_dim(x), rows = d ? numel(x) / d : 0;
+    CG_TRY(rows_fit(c, rows));
     CTX(c->out);
     return CG_CUDA_CALL(cg_cuda_layernorm((int)x->dtype, rows, d, c->p->eps, ptr(x), ptr(c->in[1]), ptr(c->in[2]),
                                      ptr(c->out), ptr(c->aux[0]), ptr(c->aux[1]), ctx->stream));
@@ -557,6 +570,7 @@ static cg_status softmax_ce_fwd(const cg_op_call *c) {
     const cg_tensor *x = c->in[0], *lab = c->in[1];
     int64_t N = x->shape[0], C = x->shape[1];
     cg_dtype dt = x->dtype;
+    CG_TRY(rows_fit(c, N));
     CTX(c->out);
     void *loss = ptr(c->out);
     int red = c->p->reduction != CG_REDUCE_NONE;
