@@ -64,6 +64,8 @@ static const anchor_key AK[] = {
     {"cross_entropy_fwd_bwd_kernels", "softmax_ce mean", MODE_FB, 0, 4, {"cross_entropy_fwd_bwd"},
      {"cross_entropy_fwd_bwd_compiled"}, 0},
     {"layernorm_fwd_bwd", "layernorm", MODE_AUTOGRAD, 0, 5, {"layernorm_fwd_bwd"}, {"layernorm_fwd_bwd_compiled"}, 0},
+    {"layernorm_fwd_bwd_blockrows", "layernorm", MODE_AUTOGRAD, 0, 5, {"layernorm_fwd_bwd"},
+     {"layernorm_fwd_bwd_compiled"}, 1},
     {"layernorm_fwd_bwd_kernels", "layernorm", MODE_FB, 0, 5, {"layernorm_fwd_bwd"}, {"layernorm_fwd_bwd_compiled"}, 0},
 };
 #define NAK ((int)(sizeof AK / sizeof AK[0]))

@@ -1,5 +1,6 @@
 // Long f32 rows in registers: softmax / log-softmax, fused softmax cross-entropy and
-// LayerNorm forward for 1024 < d <= 8192 with d % 4 == 0 and 16-byte aligned rows.
+// LayerNorm forward, LayerNorm backward, for 1024 < d <= 8192 with d % 4 == 0 and 16-byte
+// aligned rows.
 // Included at the end of softmax_norm.cu (it uses that file's fexp/flog/frsqrt,
 // load_label and err_record); the launchers there call these first: each returns false,
 // launching nothing, when rowreg_plan() says the row does not fit, and the block kernels
@@ -205,6 +206,91 @@ static bool rowreg_layernorm(int64_t rows, int64_t d, float eps, const float *x,
     if (!nv) return false;
     ROWREG_LAUNCH(layernorm_rowreg_kernel, nv, rows, t, st, d / 4, eps, (const float4 *)x, (const float4 *)gamma,
                   (const float4 *)beta, (float4 *)y, mean, rstd);
+    *err = cudaGetLastError();
+    return true;
+}
+
+// LayerNorm backward on the same rows: block b takes rows b, b + G, ... (G = gridDim.x, as
+// layernorm_bwd_kernel); thread t owns the float4 groups t, t + blockDim, ... of every row.
+// A row's x and dy are loaded to registers once (2 NV float4 loads in flight per thread),
+// gamma once per block; dgamma (sum dy xhat) and dbeta (sum dy) accumulate in registers in
+// row order and go to part[b] = [dgamma | dbeta] at the end, so the per-column sums, and
+// ln_params_final_kernel's sum over blocks, run in the block kernel's order.
+// dx = rstd (dh - mean(dh) - xhat mean(dh xhat)), dh = dy gamma.
+template <int NV>
+__global__ void layernorm_bwd_rowreg_kernel(int64_t rows, int64_t d4, const float4 *__restrict__ x,
+                                            const float4 *__restrict__ g, const float4 *__restrict__ gamma,
+                                            const float *__restrict__ mean, const float *__restrict__ rstd,
+                                            float4 *__restrict__ dx, float *__restrict__ part, int want_params) {
+    __shared__ float sh[32];
+    float d = (float)(d4 * 4);
+    float4 gm[NV], ag[NV], ab[NV];
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int64_t j = threadIdx.x + (int64_t)k * blockDim.x;
+        gm[k] = gamma && j < d4 ? gamma[j] : make_float4(1.f, 1.f, 1.f, 1.f);
+        ag[k] = ab[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        float4 xv[NV], gv[NV];
+        rowreg_load<NV>(x + r * d4, d4, xv, 0.f);
+        rowreg_load<NV>(g + r * d4, d4, gv, 0.f);
+        float m = mean[r], rs = rstd[r], s1 = 0.f, s2 = 0.f;
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            if (threadIdx.x + (int64_t)k * blockDim.x >= d4) continue;
+            float xh[4] = {(xv[k].x - m) * rs, (xv[k].y - m) * rs, (xv[k].z - m) * rs, (xv[k].w - m) * rs};
+            float gg[4] = {gv[k].x, gv[k].y, gv[k].z, gv[k].w}, gw[4] = {gm[k].x, gm[k].y, gm[k].z, gm[k].w};
+            float *pa = &ag[k].x, *pb = &ab[k].x;
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                float dh = gamma ? gg[c] * gw[c] : gg[c];
+                s1 += dh;
+                s2 += dh * xh[c];
+                if (want_params) {
+                    pa[c] += gg[c] * xh[c];
+                    pb[c] += gg[c];
+                }
+            }
+        }
+        if (!dx) continue; // uniform: a kernel argument
+        s1 = cg_block_sum(s1, sh) / d;
+        s2 = cg_block_sum(s2, sh) / d;
+        float4 *o = dx + r * d4;
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            int64_t j = threadIdx.x + (int64_t)k * blockDim.x;
+            if (j >= d4) continue;
+            float xh[4] = {(xv[k].x - m) * rs, (xv[k].y - m) * rs, (xv[k].z - m) * rs, (xv[k].w - m) * rs};
+            float gg[4] = {gv[k].x, gv[k].y, gv[k].z, gv[k].w}, gw[4] = {gm[k].x, gm[k].y, gm[k].z, gm[k].w}, out[4];
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                float dh = gamma ? gg[c] * gw[c] : gg[c];
+                out[c] = rs * (dh - s1 - xh[c] * s2);
+            }
+            __stwb(o + j, make_float4(out[0], out[1], out[2], out[3]));
+        }
+    }
+    if (!want_params) return;
+    float4 *pg = (float4 *)(part + (int64_t)blockIdx.x * 2 * d4 * 4), *pbv = pg + d4;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int64_t j = threadIdx.x + (int64_t)k * blockDim.x;
+        if (j >= d4) continue;
+        __stwb(pg + j, ag[k]);
+        __stwb(pbv + j, ab[k]);
+    }
+}
+
+// G blocks as the block kernel; part from cg_cuda_layernorm_bwd_workspace
+static bool rowreg_layernorm_bwd(int64_t rows, int64_t d, int64_t G, const float *x, const float *g, const float *gamma,
+                                 const float *mean, const float *rstd, float *dx, float *part, int want,
+                                 cudaStream_t st, cudaError_t *err) {
+    const void *p[] = {x, g, gamma, dx, want ? part : NULL};
+    int t = 0, nv = rowreg_plan(d, p, 5, &t);
+    if (!nv) return false;
+    ROWREG_LAUNCH(layernorm_bwd_rowreg_kernel, nv, G, t, st, rows, d / 4, (const float4 *)x, (const float4 *)g,
+                  (const float4 *)gamma, mean, rstd, (float4 *)dx, part, want);
     *err = cudaGetLastError();
     return true;
 }

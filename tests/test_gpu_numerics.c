@@ -305,6 +305,24 @@ START_TEST(ce_seeded_backward_matches_kernel) {
 }
 END_TEST
 
+/* More rows than the LayerNorm backward's 512 blocks: each block walks several rows and
+ * accumulates dgamma/dbeta over them (register rows at 1028 and 4096, block rows at 1027). */
+START_TEST(layernorm_many_rows) {
+    cgt_rand r = cgt_rand_make("layernorm rows");
+    static const int64_t S[][2] = {{1030, 1028}, {600, 4096}, {1100, 1027}};
+    for (size_t k = 0; k < sizeof S / sizeof S[0]; k++) {
+        int64_t rows = S[k][0], d = S[k][1];
+        double *x = randn_arr(&r, rows * d, 0.3, 2.0), *g = randn_arr(&r, d, 1.0, 0.5), *be = randn_arr(&r, d, 0, 0.5);
+        spec ln = {.n_in = 3, .v = {x, g, be}, .ndim = {2, 1, 1}, .shape = {{rows, d}, {d}, {d}},
+                   .kind = {CG_F32, CG_F32, CG_F32}, .diff = {1, 1, 1}};
+        char what[96];
+        snprintf(what, sizeof what, "layernorm %lld x %lld", (long long)rows, (long long)d);
+        compare_spec(what, &ln, ap_layernorm, NULL, CG_F32, 10);
+        free(x), free(g), free(be);
+    }
+}
+END_TEST
+
 /* ---------------------------------------------------------------- reductions */
 
 static cg_status ap_reduce(cg_tensor *const *in, cg_tensor **out, const void *arg) {
@@ -1323,6 +1341,7 @@ static Suite *suite(void) {
     tcase_set_timeout(tl, 600);
     tcase_add_loop_test(tc, case_vs_cpu, 0, 2 * cgt_n_cases);
     tcase_add_loop_test(tl, rows_odd_widths, 0, 2);
+    tcase_add_test(tl, layernorm_many_rows);
     tcase_add_test(tc, ce_seeded_backward_matches_kernel);
     tcase_add_loop_test(tl, reductions_all_paths, 0, 2);
     tcase_add_test(tc, reductions_are_deterministic);
