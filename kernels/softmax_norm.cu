@@ -558,7 +558,7 @@ extern "C" cudaError_t cg_cuda_layernorm_bwd(int dt, int64_t rows, int64_t d, co
     CG_DISPATCH_FLOAT(dt, T, {
         cudaError_t e = cudaSuccess;
         bool regs = false;
-        if (sizeof(T) == 4) // casts only satisfy the double instantiation of this body, never taken
+        if constexpr (sizeof(T) == 4) // casts only satisfy the double instantiation of this body
             regs = rowreg_layernorm_bwd(rows, d, G, (const float *)x, (const float *)g, (const float *)gamma,
                                         (const float *)mean, (const float *)rstd, (float *)dx, (float *)ws, want, s, &e);
         if (!regs) {

@@ -313,11 +313,17 @@ START_TEST(layernorm_many_rows) {
     for (size_t k = 0; k < sizeof S / sizeof S[0]; k++) {
         int64_t rows = S[k][0], d = S[k][1];
         double *x = randn_arr(&r, rows * d, 0.3, 2.0), *g = randn_arr(&r, d, 1.0, 0.5), *be = randn_arr(&r, d, 0, 0.5);
-        spec ln = {.n_in = 3, .v = {x, g, be}, .ndim = {2, 1, 1}, .shape = {{rows, d}, {d}, {d}},
-                   .kind = {CG_F32, CG_F32, CG_F32}, .diff = {1, 1, 1}};
-        char what[96];
-        snprintf(what, sizeof what, "layernorm %lld x %lld", (long long)rows, (long long)d);
-        compare_spec(what, &ln, ap_layernorm, NULL, CG_F32, 10);
+        /* with gamma and beta, without both (no parameter gradients), gamma only, and
+         * parameter gradients without dx */
+        static const int variants[][5] = {{1, 1, 1, 1, 1}, {0, 0, 1, 0, 0}, {1, 0, 1, 1, 0}, {1, 1, 0, 1, 1}};
+        for (int v = 0; v < 4; v++) {
+            const int *u = variants[v];
+            spec ln = {.n_in = 3, .v = {x, u[0] ? g : NULL, u[1] ? be : NULL}, .ndim = {2, 1, 1},
+                       .shape = {{rows, d}, {d}, {d}}, .kind = {CG_F32, CG_F32, CG_F32}, .diff = {u[2], u[3], u[4]}};
+            char what[96];
+            snprintf(what, sizeof what, "layernorm %lld x %lld variant %d", (long long)rows, (long long)d, v);
+            compare_spec(what, &ln, ap_layernorm, NULL, CG_F32, 10);
+        }
         free(x), free(g), free(be);
     }
 }
