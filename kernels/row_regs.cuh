@@ -1,6 +1,6 @@
-// Long f32 rows in registers: softmax / log-softmax, fused softmax cross-entropy and
-// LayerNorm forward, LayerNorm backward, for 1024 < d <= 8192 with d % 4 == 0 and 16-byte
-// aligned rows.
+// Long f32 rows in registers: softmax / log-softmax forward and backward, fused softmax
+// cross-entropy, LayerNorm forward and backward, for 1024 < d <= 8192 with d % 4 == 0 and
+// 16-byte aligned rows.
 // Included at the end of softmax_norm.cu (it uses that file's fexp/flog/frsqrt,
 // load_label and err_record); the launchers there call these first: each returns false,
 // launching nothing, when rowreg_plan() says the row does not fit, and the block kernels
@@ -96,6 +96,46 @@ static bool rowreg_softmax(int logsm, int64_t rows, int64_t d, const float *x, f
     int t = 0, nv = rowreg_plan(d, p, 2, &t);
     if (!nv) return false;
     ROWREG_LAUNCH(softmax_rowreg_kernel, nv, rows, t, st, d / 4, logsm, (const float4 *)x, (float4 *)y);
+    *err = cudaGetLastError();
+    return true;
+}
+
+// softmax: dx = y (g - sum g y); log-softmax: dx = g - exp(y) sum g (softmax_bwd_block_kernel)
+template <int NV>
+__global__ void softmax_bwd_rowreg_kernel(int64_t d4, int logsm, const float4 *__restrict__ y, const float4 *__restrict__ g,
+                                         float4 *__restrict__ dx) {
+    __shared__ float sh[32];
+    int64_t row = blockIdx.x;
+    float4 yv[NV], gv[NV];
+    rowreg_load<NV>(y + row * d4, d4, yv, 0.f);
+    rowreg_load<NV>(g + row * d4, d4, gv, 0.f);
+    float acc = 0.f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        if (threadIdx.x + (int64_t)k * blockDim.x >= d4) continue;
+        acc += logsm ? (gv[k].x + gv[k].y) + (gv[k].z + gv[k].w)
+                     : (gv[k].x * yv[k].x + gv[k].y * yv[k].y) + (gv[k].z * yv[k].z + gv[k].w * yv[k].w);
+    }
+    acc = cg_block_sum(acc, sh);
+    float4 *o = dx + row * d4;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int64_t j = threadIdx.x + (int64_t)k * blockDim.x;
+        if (j >= d4) continue;
+        float4 a = yv[k], b = gv[k];
+        __stwb(o + j, logsm ? make_float4(b.x - fexp(a.x) * acc, b.y - fexp(a.y) * acc, b.z - fexp(a.z) * acc,
+                                          b.w - fexp(a.w) * acc)
+                            : make_float4(a.x * (b.x - acc), a.y * (b.y - acc), a.z * (b.z - acc), a.w * (b.w - acc)));
+    }
+}
+
+static bool rowreg_softmax_bwd(int logsm, int64_t rows, int64_t d, const float *y, const float *g, float *dx,
+                               cudaStream_t st, cudaError_t *err) {
+    const void *p[] = {y, g, dx};
+    int t = 0, nv = rowreg_plan(d, p, 3, &t);
+    if (!nv) return false;
+    ROWREG_LAUNCH(softmax_bwd_rowreg_kernel, nv, rows, t, st, d / 4, logsm, (const float4 *)y, (const float4 *)g,
+                  (float4 *)dx);
     *err = cudaGetLastError();
     return true;
 }

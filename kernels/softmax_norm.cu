@@ -26,6 +26,8 @@
 // true when launched, with the launch status in *err
 static bool rowreg_softmax(int logsm, int64_t rows, int64_t d, const float *x, float *y, cudaStream_t st,
                            cudaError_t *err);
+static bool rowreg_softmax_bwd(int logsm, int64_t rows, int64_t d, const float *y, const float *g, float *dx,
+                               cudaStream_t st, cudaError_t *err);
 static bool rowreg_softmax_ce(int64_t rows, int64_t C, const float *x, const void *labels, int lab64, float ls, float gs,
                               float *loss, float *grad, cg_cuda_err_sink e, cudaStream_t st, cudaError_t *err);
 static bool rowreg_layernorm(int64_t rows, int64_t d, float eps, const float *x, const float *gamma, const float *beta,
@@ -211,6 +213,10 @@ static cudaError_t softmax_bwd_launch(int logsm, int64_t rows, int64_t d, const 
         else if (d <= 512) softmax_bwd_warp_kernel<T, 16><<<grid, 256, 0, s>>>(rows, (int)d, logsm, y, g, dx);
         else softmax_bwd_warp_kernel<T, 32><<<grid, 256, 0, s>>>(rows, (int)d, logsm, y, g, dx);
     } else {
+        if constexpr (sizeof(T) == 4) {
+            cudaError_t r;
+            if (rowreg_softmax_bwd(logsm, rows, d, y, g, dx, s, &r)) return r;
+        }
         softmax_bwd_block_kernel<T><<<(unsigned)rows, d >= 8192 ? 1024 : 256, 0, s>>>(d, logsm, y, g, dx);
     }
     return cudaGetLastError();
