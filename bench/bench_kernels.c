@@ -18,7 +18,8 @@
  * same work with long f32 rows sent to the block kernels instead of the register-row ones
  * (kernels/row_regs.cuh), the two variants side by side.
  *
- * Usage: bench_kernels [reps=30]. Exits 0 with a message when there is no GPU. */
+ * Usage: bench_kernels [reps=30 | --list]. --list prints the ANCHORS line only. Exits 0 with
+ * a message when there is no GPU. */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <math.h>
 #include <stdio.h>
@@ -362,9 +363,10 @@ static void anchors_section(cg_cuda_ctx *ctx, int reps, double copy_ms, double c
 }
 
 int main(int argc, char **argv) {
+    print_anchors();
+    if (argc > 1 && !strcmp(argv[1], "--list")) return 0;
     int reps = argc > 1 ? atoi(argv[1]) : 30;
     if (reps < 3) reps = 3;
-    print_anchors();
     if (cg_device_count() == 0) {
         printf("bench_kernels: no CUDA device (%s); nothing to measure\n", cg_cuda_availability());
         printf("JSON {}\n");
