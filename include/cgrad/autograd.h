@@ -14,7 +14,8 @@ CG_EXTERN_C_BEGIN
 
 /* Backward from a one-element tensor, seeding its gradient with 1. */
 CG_API cg_status cg_backward(cg_tensor *loss);
-/* Backward from any tensor with a given output gradient (same shape). */
+/* Backward from any tensor with a given output gradient (same shape, dtype and device).
+ * grad_out is only read, during the call; it may be any tensor, a .grad buffer included. */
 CG_API cg_status cg_backward_ex(cg_tensor *out, const cg_tensor *grad_out, int retain_graph);
 
 /* Sets the gradients of these tensors to zero (keeps the buffers). NULL entries skipped. */
