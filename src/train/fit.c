@@ -180,7 +180,19 @@ typedef struct step_log {
     int64_t rows[LOG_WINDOW];                /* batch rows of each recorded step */
     int n;                                   /* steps recorded since the last read */
     int64_t step0;                           /* epoch step of record 0 */
+    /* A data error a kernel reported at a host read inside the window (CG_E_INVALID, e.g. a
+     * label out of range on the GPU, where the kernel writes NaN and the report waits for the
+     * next synchronisation): kept until the window is read, so that the skipped updates are
+     * taken back first, then returned with the step it poisoned. */
+    int data_err;
+    char data_msg[400];
 } step_log;
+
+static void step_log_keep_data_error(step_log *g) {
+    if (g->data_err) return; /* the first one */
+    g->data_err = 1;
+    snprintf(g->data_msg, sizeof g->data_msg, "%s", cg_last_error());
+}
 
 static void step_log_free(step_log *g) {
     for (int k = 0; k < LOG_WINDOW; k++) {
@@ -212,9 +224,10 @@ typedef struct epoch_sums {
     int64_t seen, correct;
 } epoch_sums;
 
-/* One step on a batch, inside the caller's scope; queued on the device, recorded in slot g->n. */
+/* One step on a batch, inside the caller's scope; queued on the device, recorded in slot g->n.
+ * grad_hook (optional) may read the device; a data error it meets goes to the step log. */
 static cg_status fit_step(cg_model *m, step_log *g, const cg_tensor *xb, const cg_tensor *yb, int want_acc,
-                          int (*grad_hook)(cg_model *, void *), void *hook_user) {
+                          cg_status (*grad_hook)(cg_model *, step_log *, void *), void *hook_user) {
     int k = g->n;
     cg_tensor *out = NULL, *l = NULL;
     CG_TRY(cg_model_zero_grad(m));
@@ -223,7 +236,7 @@ static cg_status fit_step(cg_model *m, step_log *g, const cg_tensor *xb, const c
     CG_TRY(cg__reduce_to(g->loss[k], l, 1.0, 0, 0));
     CG_TRY(cg__reduce_to(g->guard, l, 0.0, 0, 1)); /* 0 * NaN: poisoned for good */
     CG_TRY(cg_backward(l));
-    if (grad_hook) grad_hook(m, hook_user);
+    if (grad_hook) CG_TRY(grad_hook(m, g, hook_user));
     CG_TRY(cg__optimizer_step_gated(m->opt, g->guard));
     CG_TRY(cg__reduce_to(g->guard_at[k], g->guard, 1.0, 0, 0));
     if (want_acc) CG_TRY(cg__count_correct(g->corr[k], out, yb, 0));
@@ -235,15 +248,23 @@ static cg_status fit_step(cg_model *m, step_log *g, const cg_tensor *xb, const c
 /* Reads the recorded steps (waits for the device), adds them to e and the progress bar. */
 static cg_status step_log_read(cg_model *m, step_log *g, epoch_sums *e, cg_progress *prog, int want_acc, int epoch,
                                int64_t spe) {
-    if (g->n == 0) return CG_OK;
+    if (g->n == 0 && !g->data_err) return CG_OK;
     double r[3 * LOG_WINDOW];
-    CG_TRY(cg__read_f64(g->buf, r, 3 * LOG_WINDOW));
+    cg_status rst = cg__read_f64(g->buf, r, 3 * LOG_WINDOW);
+    if (rst == CG_E_INVALID) step_log_keep_data_error(g); /* the copy still came back */
+    else if (rst != CG_OK) return rst;
     for (int k = 0; k < g->n; k++) {
         double v = r[k];
         if (!isfinite(r[2 * LOG_WINDOW + k])) {
             cg__optimizer_unstep(m->opt, g->n - k); /* the gate skipped steps k .. n-1 */
             int64_t at = g->step0 + k + 1;
             g->n = 0;
+            if (g->data_err) {
+                g->data_err = 0;
+                return CG_FAIL(CG_E_INVALID, "fit: epoch %d, step %lld of %lld: %s; the parameters are those before "
+                                             "this step",
+                               epoch + 1, (long long)at, (long long)spe, g->data_msg);
+            }
             if (!isfinite(v))
                 return CG_FAIL(CG_E_NUMERIC, "fit: the loss is %g at epoch %d, step %lld of %lld; the parameters are "
                                              "those before this step (lower the learning rate, or set clip_norm)",
@@ -261,6 +282,10 @@ static cg_status step_log_read(cg_model *m, step_log *g, epoch_sums *e, cg_progr
     }
     g->step0 += g->n;
     g->n = 0;
+    if (g->data_err) { /* reported without poisoning a step's guard */
+        g->data_err = 0;
+        return CG_FAIL(CG_E_INVALID, "fit: epoch %d: %s", epoch + 1, g->data_msg);
+    }
     return CG_OK;
 }
 
@@ -276,12 +301,20 @@ typedef struct grad_watch {
     int warned; /* once per epoch */
 } grad_watch;
 
-static int grad_hook(cg_model *m, void *user) {
+/* The gradient-health warning: reads the per-layer norms (a host wait) on the chosen steps.
+ * A data error reported by that read is kept in the step log (see step_log); other
+ * failures are returned. */
+static cg_status grad_hook(cg_model *m, step_log *g, void *user) {
     grad_watch *w = user;
-    if (w->every < 0 || w->warned) return 0;
-    if (w->every == 0 ? w->step != 0 : (w->step % w->every) != 0) return 0;
+    if (w->every < 0 || w->warned) return CG_OK;
+    if (w->every == 0 ? w->step != 0 : (w->step % w->every) != 0) return CG_OK;
     int n = 0;
-    if (cg_model_grad_norms(m, w->norms, w->cap, &n) != CG_OK) return 0;
+    cg_status st = cg_model_grad_norms(m, w->norms, w->cap, &n);
+    if (st == CG_E_INVALID) {
+        step_log_keep_data_error(g);
+        return CG_OK;
+    }
+    CG_TRY(st);
     for (int i = 0; i < n && i < w->cap; i++) {
         double g = w->norms[i].norm;
         const char *what = NULL;
@@ -296,7 +329,7 @@ static int grad_hook(cg_model *m, void *user) {
         w->warned = 1;
         break;
     }
-    return 0;
+    return CG_OK;
 }
 
 static double monitor_value(const cg_epoch_logs *l, cg_monitor mon, int has_val) {
