@@ -106,7 +106,10 @@ __global__ void binary_bwd_kernel(cg_cuda_bcast g, int op, const T *__restrict__
                 cb = gv * av;
             } else {
                 ca = gv / bv;
-                cb = -gv * av / (bv * bv);
+                // f32: b*b would underflow below |b| ~ 1e-23 and overflow above ~ 2e19 where the
+                // CPU's double does not; f64 keeps the CPU's formula
+                if constexpr (sizeof(T) == 4) cb = -(gv / bv) * (av / bv);
+                else cb = -gv * av / (bv * bv);
             }
         }
         if (ga) ga[pos] = ca;

@@ -92,7 +92,7 @@ static cg_status linear_fwd(const cg_op_call *c) {
     int act = c->p->act;
     void *z = c->aux[0] ? ptr(c->aux[0]) : NULL;
     CTX(c->out);
-    if (b && dt == CG_F32 && K > 0) {
+    if (b && dt == CG_F32 && K > 0 && N > 0 && M > 0) { /* (an empty b has no pointer to give Lt) */
         cg_cuda_epilogue epi = act == CG_LINEAR_GELU_TANH ? CG_EPI_GELU_BIAS : CG_EPI_BIAS;
         void *pre = NULL; /* ReLU: x W^T + b to scratch, then the ReLU kernel into out */
         cg_status st = act == CG_LINEAR_RELU ? cg_cuda_scratch(ctx->dev, (size_t)(N * M) * sizeof(float), &pre) : CG_OK;
