@@ -1435,7 +1435,9 @@ static Suite *suite(void) {
     tcase_add_loop_test(tc, broadcast_shapes, 0, 2);
     tcase_add_test(tc, div_backward_extreme_b);
     tcase_add_loop_test(tl, batchnorm_shapes, 0, 2);
+#if !defined(CG_GPU_SUITE_ON_CPU) || defined(CG_HAVE_CUDA) /* cg_cuda_set_* need the CUDA build */
     tcase_add_test(tc, cudnn_twins_match_cpu);
+#endif
     tcase_add_test(tc, dropout_mask_matches_cpu_bitwise);
     tcase_add_test(tc, rand_streams_match_cpu);
     tcase_add_test(tc, conversions_match_cpu_bitwise);
@@ -1451,7 +1453,9 @@ static Suite *suite(void) {
     tcase_add_test(tc, accuracy_count_matches_cpu);
     tcase_add_test(tc, fit_matches_cpu_and_rolls_back);
     tcase_add_test(tc, fit_bad_label_like_cpu);
+#if !defined(CG_GPU_SUITE_ON_CPU) || defined(CG_HAVE_CUDA) /* cg_cuda_set_* need the CUDA build */
     tcase_add_test(tc, matmul_precisions);
+#endif
 #ifndef CG_GPU_SUITE_ON_CPU /* device behaviour: deferred label errors, the allocator, async uploads */
     tcase_add_test(tc, ce_bad_label_reported_at_next_sync);
     tcase_add_test(tc, allocator_stats_reuse_and_oom);
