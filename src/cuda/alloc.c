@@ -211,8 +211,10 @@ cg_status cg_cuda_empty_cache(int dev) {
     CG_TRY(cg_cuda_ctx_get(dev, &ctx));
     pool *p = pool_of(dev);
     if (!p) return CG_FAIL(CG_E_OOM, "cg_cuda_empty_cache: out of host memory");
-    /* cached blocks may still be read by queued kernels only if freed-then-cached while in
-     * flight: cudaFree waits for the device, so releasing them is safe */
+    /* a cached block may still be read by kernels queued before it was freed: wait for the
+     * compute stream (the only one that reads them) before handing blocks to cudaFree, rather
+     * than rely on cudaFree's implicit synchronisation */
+    CG_TRY(CG_CUDA_CALL(cudaStreamSynchronize(ctx->stream)));
     pthread_mutex_lock(&p->lock);
     release_cache_locked(p);
     pthread_mutex_unlock(&p->lock);
