@@ -1067,6 +1067,19 @@ END_TEST
 /* fit on the GPU queues every step without a host wait; it must still match the CPU: the
  * same losses and accuracies per epoch (f64 model), and the same failure on a NaN after a
  * full step-log window, with the skipped steps' counters taken back. */
+/* 6 -> hidden (ReLU) -> 3 classes, Adam 1e-2 (clip_norm when > 0), cross-entropy, accuracy */
+static cg_model *fit_model(cg_device dev, cg_dtype dt, int64_t hidden, double clip) {
+    cg_model *m;
+    CGT_OK(cg_model_create(dev, dt, 5, &m));
+    CGT_OK(cg_model_add_dense(m, 6, hidden, CG_ACT_RELU));
+    CGT_OK(cg_model_add_dense(m, hidden, 3, CG_ACT_NONE));
+    cg_optim_config o = cg_optim_adam(1e-2);
+    o.clip_norm = clip;
+    cg_loss_config l = cg_loss_config_default(CG_LOSS_CROSS_ENTROPY);
+    CGT_OK(cg_model_compile(m, &o, &l, CG_METRIC_ACCURACY));
+    return m;
+}
+
 START_TEST(fit_matches_cpu_and_rolls_back) {
     cgt_rand r = cgt_rand_make("fit");
     int64_t n = 100, shape[2] = {100, 6};
@@ -1079,14 +1092,7 @@ START_TEST(fit_matches_cpu_and_rolls_back) {
         double *w[2];
         for (int dv = 0; dv < 2; dv++) {
             cg_tensor *x = cgt_tensor(xv, shape, 2, CG_F64, CG_CPU), *y = cgt_tensor(yv, &n, 1, CG_I64, CG_CPU);
-            cg_model *m;
-            CGT_OK(cg_model_create(dv ? GPU : CG_CPU, CG_F64, 5, &m));
-            CGT_OK(cg_model_add_dense(m, 6, 16, CG_ACT_RELU));
-            CGT_OK(cg_model_add_dense(m, 16, 3, CG_ACT_NONE));
-            cg_optim_config o = cg_optim_adam(1e-2);
-            o.clip_norm = 1.0;
-            cg_loss_config l = cg_loss_config_default(CG_LOSS_CROSS_ENTROPY);
-            CGT_OK(cg_model_compile(m, &o, &l, CG_METRIC_ACCURACY));
+            cg_model *m = fit_model(dv ? GPU : CG_CPU, CG_F64, 16, 1.0);
             cg_fit_config fc = cg_fit_config_default();
             fc.epochs = 2;
             fc.batch_size = bad ? 1 : 7;
@@ -1136,13 +1142,7 @@ START_TEST(fit_bad_label_like_cpu) {
         double *w[2];
         for (int dv = 0; dv < 2; dv++) {
             cg_tensor *x = cgt_tensor(xv, shape, 2, CG_F32, CG_CPU), *y = cgt_tensor(yv, &n, 1, CG_I64, CG_CPU);
-            cg_model *m;
-            CGT_OK(cg_model_create(dv ? GPU : CG_CPU, CG_F32, 5, &m));
-            CGT_OK(cg_model_add_dense(m, 6, 8, CG_ACT_RELU));
-            CGT_OK(cg_model_add_dense(m, 8, 3, CG_ACT_NONE));
-            cg_optim_config o = cg_optim_adam(1e-2);
-            cg_loss_config l = cg_loss_config_default(CG_LOSS_CROSS_ENTROPY);
-            CGT_OK(cg_model_compile(m, &o, &l, CG_METRIC_ACCURACY));
+            cg_model *m = fit_model(dv ? GPU : CG_CPU, CG_F32, 8, 0.0);
             cg_fit_config fc = cg_fit_config_default();
             fc.epochs = 2;
             fc.batch_size = 6;
