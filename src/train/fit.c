@@ -304,14 +304,14 @@ typedef struct grad_watch {
 /* The gradient-health warning: reads the per-layer norms (a host wait) on the chosen steps.
  * A data error reported by that read is kept in the step log (see step_log); other
  * failures are returned. */
-static cg_status grad_hook(cg_model *m, step_log *g, void *user) {
+static cg_status grad_hook(cg_model *m, step_log *log, void *user) {
     grad_watch *w = user;
     if (w->every < 0 || w->warned) return CG_OK;
     if (w->every == 0 ? w->step != 0 : (w->step % w->every) != 0) return CG_OK;
     int n = 0;
     cg_status st = cg_model_grad_norms(m, w->norms, w->cap, &n);
     if (st == CG_E_INVALID) {
-        step_log_keep_data_error(g);
+        step_log_keep_data_error(log);
         return CG_OK;
     }
     CG_TRY(st);
