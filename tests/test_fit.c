@@ -146,6 +146,27 @@ static cg_model *small_classifier(uint64_t seed) {
     return m;
 }
 
+/* Every tensor of the two models' state dicts (parameters, BatchNorm running statistics,
+ * num_batches_tracked) is bit-identical and finite. */
+static void assert_same_state(cg_model *a, cg_model *b, const char *what) {
+    cg_state_dict *sa, *sb;
+    CGT_OK(cg_model_state_dict(a, &sa));
+    CGT_OK(cg_model_state_dict(b, &sb));
+    ck_assert_uint_eq(cg_state_dict_count(sa), cg_state_dict_count(sb));
+    for (size_t i = 0; i < cg_state_dict_count(sa); i++) {
+        const char *name = cg_state_dict_name_at(sa, i);
+        cg_tensor *ta = cg_state_dict_tensor_at(sa, i), *tb = cg_state_dict_get(sb, name);
+        ck_assert_ptr_nonnull(tb);
+        int64_t n = cg_tensor_numel(ta);
+        ck_assert_int_eq(n, cg_tensor_numel(tb));
+        double *va = cgt_read(ta), *vb = cgt_read(tb);
+        ck_assert_msg(cgt_all_finite(va, n), "%s: %s is not finite", what, name);
+        ck_assert_msg(memcmp(va, vb, (size_t)n * sizeof *va) == 0, "%s: %s differs from the clean run", what, name);
+        free(va), free(vb);
+    }
+    cg_state_dict_free(sa), cg_state_dict_free(sb);
+}
+
 static void blobs(int64_t n, cg_tensor **x, cg_tensor **y, const char *tag) {
     cgt_rand r = cgt_rand_make(tag);
     double *xv = malloc((size_t)n * 6 * sizeof *xv), *yv = malloc((size_t)n * sizeof *yv);
@@ -272,13 +293,14 @@ START_TEST(nan_loss_stops_with_numeric_error) {
     CGT_OK(cg_model_fit(twin, x32, y32, &one, NULL));
     CGT_FAILS(cg_model_fit(m, x, y, &fc, NULL), CG_E_NUMERIC, "epoch 1", "step 3");
     /* the failure is seen when the step log is read (end of the epoch here): the updates of
-     * steps 3 and 4 were skipped on the device and their counters taken back */
+     * steps 3 and 4 were skipped on the device and their counters taken back; the BatchNorm
+     * statistics their forwards changed (NaN from step 3 on) are put back */
     ck_assert_int_eq(cg_optimizer_steps(cg_model_optimizer(m)), 2);
-    double *a = cgt_read(cg_model_flat_params(m)), *b = cgt_read(cg_model_flat_params(twin));
-    int64_t n = cg_tensor_numel(cg_model_flat_params(m));
-    ck_assert(cgt_all_finite(a, n));
-    ck_assert(memcmp(a, b, (size_t)n * sizeof *a) == 0);
-    free(a), free(b);
+    assert_same_state(m, twin, "after the failed fit");
+    /* the dropout stream was put back too: one more clean epoch gives the same weights */
+    CGT_OK(cg_model_fit(m, x32, y32, &one, NULL));
+    CGT_OK(cg_model_fit(twin, x32, y32, &one, NULL));
+    assert_same_state(m, twin, "one clean epoch later");
     cg_tensor_release(x32), cg_tensor_release(y32);
     cg_model_free(m), cg_model_free(twin);
     cg_tensor_release(x), cg_tensor_release(y);
@@ -325,6 +347,69 @@ START_TEST(nan_after_a_full_window_rolls_back) {
         for (int k = 0; k < 2; k++) cg_model_free(mm[k]);
         cg_tensor_release(x), cg_tensor_release(y);
     }
+}
+END_TEST
+
+/* The same with BatchNorm (batch 2, 100 steps): the failure at step 81 is found after a full
+ * window was read, and the statistics are put back from the copy of step 81's start. */
+START_TEST(nan_after_a_full_window_restores_batchnorm) {
+    cg_tensor *x, *y;
+    blobs(200, &x, &y, "bnwindow");
+    float *xv = cg_tensor_data(x);
+    xv[161 * 6 + 1] = NAN;
+    cg_model *m = small_classifier(4), *twin = small_classifier(4);
+    cg_fit_config fc = quiet_config(1, 2);
+    fc.shuffle = 0;
+    CGT_FAILS(cg_model_fit(m, x, y, &fc, NULL), CG_E_NUMERIC, "epoch 1", "step 81 of 100", "before this step");
+    cg_tensor *x160, *y160;
+    CGT_OK(cg_slice_rows(x, 0, 160, &x160));
+    CGT_OK(cg_slice_rows(y, 0, 160, &y160));
+    CGT_OK(cg_model_fit(twin, x160, y160, &fc, NULL));
+    ck_assert_int_eq(cg_optimizer_steps(cg_model_optimizer(m)), 80);
+    assert_same_state(m, twin, "after the failed fit");
+    for (int k = 0; k < 2; k++) CGT_OK(cg_model_fit(k ? twin : m, x160, y160, &fc, NULL));
+    assert_same_state(m, twin, "one clean epoch later");
+    cg_tensor_release(x160), cg_tensor_release(y160);
+    cg_model_free(m), cg_model_free(twin);
+    cg_tensor_release(x), cg_tensor_release(y);
+}
+END_TEST
+
+/* A label out of range fails inside the step on the CPU, after the forward changed the
+ * BatchNorm statistics: they are put back. A train_step on a NaN batch changes nothing. */
+START_TEST(failed_step_leaves_batchnorm_as_it_was) {
+    cg_tensor *x, *y;
+    blobs(64, &x, &y, "bnlabel");
+    int64_t *yv = cg_tensor_data(y);
+    yv[37] = 3; /* three classes */
+    cg_model *m = small_classifier(5), *twin = small_classifier(5);
+    cg_fit_config fc = quiet_config(1, 16);
+    fc.shuffle = 0;
+    CGT_FAILS(cg_model_fit(m, x, y, &fc, NULL), CG_E_INVALID, "label 3");
+    cg_tensor *x32, *y32;
+    CGT_OK(cg_slice_rows(x, 0, 32, &x32));
+    CGT_OK(cg_slice_rows(y, 0, 32, &y32));
+    CGT_OK(cg_model_fit(twin, x32, y32, &fc, NULL));
+    assert_same_state(m, twin, "after the bad label");
+    /* train_step */
+    cg_tensor *xb, *yb;
+    CGT_OK(cg_slice_rows(x, 0, 16, &xb));
+    CGT_OK(cg_slice_rows(y, 0, 16, &yb));
+    double loss = 0;
+    CGT_OK(cg_model_train_step(m, xb, yb, &loss));
+    CGT_OK(cg_model_train_step(twin, xb, yb, &loss));
+    float *xd = cg_tensor_data(x);
+    xd[5 * 6] = NAN; /* row 5 of xb, a view of x */
+    CGT_FAILS(cg_model_train_step(m, xb, yb, &loss), CG_E_NUMERIC, "loss is nan");
+    ck_assert(isnan(loss));
+    assert_same_state(m, twin, "after a train_step on a NaN batch");
+    xd[5 * 6] = 0.25f;
+    for (int k = 0; k < 2; k++) CGT_OK(cg_model_train_step(k ? twin : m, xb, yb, &loss));
+    assert_same_state(m, twin, "one clean step later");
+    cg_tensor_release(xb), cg_tensor_release(yb);
+    cg_tensor_release(x32), cg_tensor_release(y32);
+    cg_model_free(m), cg_model_free(twin);
+    cg_tensor_release(x), cg_tensor_release(y);
 }
 END_TEST
 
@@ -489,6 +574,8 @@ int main(void) {
     tcase_add_test(tc, deterministic_runs_are_bit_identical);
     tcase_add_test(tc, nan_loss_stops_with_numeric_error);
     tcase_add_test(tc, nan_after_a_full_window_rolls_back);
+    tcase_add_test(tc, nan_after_a_full_window_restores_batchnorm);
+    tcase_add_test(tc, failed_step_leaves_batchnorm_as_it_was);
     tcase_add_test(tc, history_export_progress_and_validation_set);
     tcase_add_test(tc, fashion_mnist_subset);
     tcase_add_test(tc, cpu_and_gpu_loss_curves_agree);

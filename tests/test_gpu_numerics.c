@@ -1127,6 +1127,54 @@ START_TEST(fit_matches_cpu_and_rolls_back) {
 }
 END_TEST
 
+/* A NaN at step 81 of 100 (batch 2) in a model with BatchNorm: the forwards of steps 81..100
+ * changed the running statistics on the device before the step log was read; fit puts them
+ * back from the device copy of step 81's start. Every state-dict tensor (parameters, running
+ * statistics, num_batches_tracked) is finite and matches the CPU. */
+START_TEST(fit_restores_batchnorm_like_cpu) {
+    cgt_rand r = cgt_rand_make("fit batchnorm");
+    int64_t n = 200, shape[2] = {200, 6};
+    double *xv = randn_arr(&r, n * 6, 0, 1), *yv = malloc((size_t)n * sizeof *yv);
+    for (int64_t i = 0; i < n; i++) yv[i] = (double)(i % 3), xv[i * 6 + i % 3] += 2;
+    xv[161 * 6 + 2] = NAN;
+    cg_state_dict *sd[2];
+    for (int dv = 0; dv < 2; dv++) {
+        cg_tensor *x = cgt_tensor(xv, shape, 2, CG_F64, CG_CPU), *y = cgt_tensor(yv, &n, 1, CG_I64, CG_CPU);
+        cg_model *m;
+        CGT_OK(cg_model_create(dv ? GPU : CG_CPU, CG_F64, 6, &m));
+        CGT_OK(cg_model_add_dense(m, 6, 24, CG_ACT_NONE));
+        CGT_OK(cg_model_add_batchnorm1d(m, 24, 0, 0));
+        CGT_OK(cg_model_add_activation(m, CG_ACT_RELU, 0));
+        CGT_OK(cg_model_add_dense(m, 24, 3, CG_ACT_NONE));
+        cg_optim_config o = cg_optim_adam(1e-2);
+        cg_loss_config l = cg_loss_config_default(CG_LOSS_CROSS_ENTROPY);
+        CGT_OK(cg_model_compile(m, &o, &l, 0));
+        cg_fit_config fc = cg_fit_config_default();
+        fc.batch_size = 2;
+        fc.shuffle = 0;
+        fc.verbose = CG_VERBOSE_QUIET;
+        CGT_FAILS(cg_model_fit(m, x, y, &fc, NULL), CG_E_NUMERIC, "epoch 1, step 81 of 100");
+        ck_assert_int_eq(cg_optimizer_steps(cg_model_optimizer(m)), 80);
+        CGT_OK(cg_model_state_dict(m, &sd[dv]));
+        cg_model_free(m);
+        cg_tensor_release(x), cg_tensor_release(y);
+    }
+    ck_assert_uint_eq(cg_state_dict_count(sd[0]), cg_state_dict_count(sd[1]));
+    for (size_t i = 0; i < cg_state_dict_count(sd[0]); i++) {
+        const char *name = cg_state_dict_name_at(sd[0], i);
+        cg_tensor *c = cg_state_dict_tensor_at(sd[0], i), *g = cg_state_dict_get(sd[1], name);
+        ck_assert_ptr_nonnull(g);
+        int64_t k = cg_tensor_numel(c);
+        double *cv = cgt_read(c), *gv = cgt_read(g);
+        ck_assert_msg(cgt_all_finite(gv, k), "%s is not finite", name);
+        CGT_ASSERT_CLOSE_ARR(gv, cv, k, gpu_tol(CG_F64, 100), name);
+        free(cv), free(gv);
+    }
+    cg_state_dict_free(sd[0]), cg_state_dict_free(sd[1]);
+    free(xv), free(yv);
+}
+END_TEST
+
 /* A label out of range during fit: on the GPU the kernel's report waits for the step log's
  * read (or for the gradient-norm check's read, on an epoch's first step); either way fit
  * fails with CG_E_INVALID naming the label, after the same optimizer steps as the CPU, which
@@ -1452,6 +1500,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, gated_optimizer_matches_cpu);
     tcase_add_test(tc, accuracy_count_matches_cpu);
     tcase_add_test(tc, fit_matches_cpu_and_rolls_back);
+    tcase_add_test(tc, fit_restores_batchnorm_like_cpu);
     tcase_add_test(tc, fit_bad_label_like_cpu);
 #if !defined(CG_GPU_SUITE_ON_CPU) || defined(CG_HAVE_CUDA) /* cg_cuda_set_* need the CUDA build */
     tcase_add_test(tc, matmul_precisions);

@@ -1,6 +1,6 @@
 /* Sequential models: declaring layers, building (one flat parameter buffer, one flat
- * gradient buffer, each parameter a view), initialisation, forward and thread-safe predict,
- * modes and device moves. State dicts and the architecture string are in state.c. */
+ * gradient buffer, each parameter a view; one flat buffer of BatchNorm running statistics),
+ * initialisation, forward and thread-safe predict, modes and device moves. State dicts and the architecture string are in state.c. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -54,6 +54,7 @@ void cg_model_free(cg_model *m) {
     free(m->entries);
     cg_tensor_release(m->flat);
     cg_tensor_release(m->gflat);
+    cg_tensor_release(m->stats);
     cg_optimizer_free(m->opt);
     free(m);
 }
@@ -167,13 +168,16 @@ static cg_status init_linear(cg_model *m, int i, cg_rng *rng) {
     return CG_OK; /* biases stay zero */
 }
 
-static cg_status add_entry(cg_model *m, int layer, const char *what, cg_tensor **slot, int64_t offset, int is_param) {
+enum { ENTRY_BUFFER, ENTRY_PARAM, ENTRY_STAT };
+
+static cg_status add_entry(cg_model *m, int layer, const char *what, cg_tensor **slot, int64_t offset, int kind) {
     cg_entry *e = &m->entries[m->n_entries++];
     snprintf(e->name, sizeof e->name, "%d.%s", layer, what);
     e->slot = slot;
     e->offset = offset;
-    e->is_param = is_param;
-    if (is_param) m->n_params++;
+    e->is_param = kind == ENTRY_PARAM;
+    e->is_stat = kind == ENTRY_STAT;
+    if (e->is_param) m->n_params++;
     return CG_OK;
 }
 
@@ -224,12 +228,26 @@ static cg_status attach_views(cg_model *m) {
     return CG_OK;
 }
 
+/* Views of the statistics buffer for every running mean and variance. */
+static cg_status attach_stat_views(cg_model *m) {
+    for (int k = 0; k < m->n_entries; k++) {
+        cg_entry *e = &m->entries[k];
+        if (!e->is_stat) continue;
+        int64_t shape[1] = {m->layers[atoi(e->name)].in}, strides[1] = {1};
+        cg_tensor *v = NULL;
+        CG_TRY(cg__tensor_view(m->stats, shape, strides, 1, e->offset, &v));
+        cg_tensor_release(*e->slot);
+        *e->slot = v;
+    }
+    return CG_OK;
+}
+
 cg_status cg_model_build(cg_model *m) {
     CG_ARG_NOT_NULL(m, "cg_model_build");
     if (m->built) return CG_OK;
     if (m->n_layers == 0) return CG_FAIL(CG_E_STATE, "cg_model_build: the model has no layers; add some first");
     /* widths */
-    int64_t width = 0, total = 0;
+    int64_t width = 0, total = 0, stats_total = 0;
     int n_entries = 0;
     for (int i = 0; i < m->n_layers; i++) {
         cg_layer *l = &m->layers[i];
@@ -259,7 +277,9 @@ cg_status cg_model_build(cg_model *m) {
             if (width && width != l->in)
                 return CG_FAIL(CG_E_SHAPE, "layer %d: %lld features do not match the %lld outputs before it", i,
                                (long long)l->in, (long long)width);
-            if (add_aligned(&total, l->in) || add_aligned(&total, l->in))
+            if (add_aligned(&total, l->in) || add_aligned(&total, l->in) ||
+                (l->kind == CG_LAYER_BATCHNORM1D &&
+                 (add_aligned(&stats_total, l->in) || add_aligned(&stats_total, l->in))))
                 return CG_FAIL(CG_E_SHAPE, "layer %d: %lld features overflow the model's parameter count (int64)", i,
                                (long long)l->in);
             n_entries += l->kind == CG_LAYER_BATCHNORM1D ? 5 : 2;
@@ -272,29 +292,31 @@ cg_status cg_model_build(cg_model *m) {
     m->entries = calloc((size_t)(n_entries ? n_entries : 1), sizeof *m->entries);
     if (!m->entries) return CG_FAIL(CG_E_OOM, "cg_model_build: out of host memory");
     m->n_entries = m->n_params = 0;
-    int64_t off = 0;
+    int64_t off = 0, soff = 0;
     m->n_trainable = 0;
     for (int i = 0; i < m->n_layers; i++) {
         cg_layer *l = &m->layers[i];
         if (l->kind == CG_LAYER_LINEAR) {
-            add_entry(m, i, "weight", &l->w, off, 1);
+            add_entry(m, i, "weight", &l->w, off, ENTRY_PARAM);
             off += align_up(l->in * l->out);
             m->n_trainable += l->in * l->out;
             if (l->bias) {
-                add_entry(m, i, "bias", &l->b, off, 1);
+                add_entry(m, i, "bias", &l->b, off, ENTRY_PARAM);
                 off += align_up(l->out);
                 m->n_trainable += l->out;
             }
         } else if (l->kind == CG_LAYER_BATCHNORM1D || l->kind == CG_LAYER_LAYERNORM) {
-            add_entry(m, i, "weight", &l->w, off, 1);
+            add_entry(m, i, "weight", &l->w, off, ENTRY_PARAM);
             off += align_up(l->in);
-            add_entry(m, i, "bias", &l->b, off, 1);
+            add_entry(m, i, "bias", &l->b, off, ENTRY_PARAM);
             off += align_up(l->in);
             m->n_trainable += 2 * l->in;
             if (l->kind == CG_LAYER_BATCHNORM1D) {
-                add_entry(m, i, "running_mean", &l->running_mean, 0, 0);
-                add_entry(m, i, "running_var", &l->running_var, 0, 0);
-                add_entry(m, i, "num_batches_tracked", &l->num_batches, 0, 0);
+                add_entry(m, i, "running_mean", &l->running_mean, soff, ENTRY_STAT);
+                soff += align_up(l->in);
+                add_entry(m, i, "running_var", &l->running_var, soff, ENTRY_STAT);
+                soff += align_up(l->in);
+                add_entry(m, i, "num_batches_tracked", &l->num_batches, 0, ENTRY_BUFFER);
             }
         }
     }
@@ -308,6 +330,13 @@ cg_status cg_model_build(cg_model *m) {
     CG_CHECK_GOTO(cg__tensor_new(shape, 1, m->dtype, CG_CPU, &m->gflat));
     CG_CHECK_GOTO(cg_tensor_fill(m->gflat, 0.0));
     CG_CHECK_GOTO(attach_views(m));
+    m->stats_numel = stats_total;
+    if (stats_total) {
+        int64_t sshape[1] = {stats_total};
+        CG_CHECK_GOTO(cg__tensor_new(sshape, 1, m->dtype, CG_CPU, &m->stats));
+        CG_CHECK_GOTO(cg_tensor_fill(m->stats, 0.0));
+        CG_CHECK_GOTO(attach_stat_views(m));
+    }
     {
         cg_rng rng = cg_rng_make(m->seed);
         cg_no_grad_begin();
@@ -318,11 +347,7 @@ cg_status cg_model_build(cg_model *m) {
             } else if (l->kind == CG_LAYER_BATCHNORM1D || l->kind == CG_LAYER_LAYERNORM) {
                 st = cg_tensor_fill(l->w, 1.0);
                 if (st == CG_OK && l->kind == CG_LAYER_BATCHNORM1D) {
-                    int64_t c[1] = {l->in};
-                    st = cg__tensor_new(c, 1, m->dtype, CG_CPU, &l->running_mean);
-                    if (st == CG_OK) st = cg_tensor_fill(l->running_mean, 0.0);
-                    if (st == CG_OK) st = cg__tensor_new(c, 1, m->dtype, CG_CPU, &l->running_var);
-                    if (st == CG_OK) st = cg_tensor_fill(l->running_var, 1.0);
+                    st = cg_tensor_fill(l->running_var, 1.0); /* the mean is 0 */
                     if (st == CG_OK) st = cg__tensor_new(NULL, 0, CG_I64, CG_CPU, &l->num_batches);
                     if (st == CG_OK) st = cg_tensor_fill(l->num_batches, 0.0);
                 }
@@ -343,7 +368,8 @@ fail:
     for (int i = 0; i < m->n_layers; i++) release_layer(&m->layers[i]);
     cg_tensor_release(m->flat);
     cg_tensor_release(m->gflat);
-    m->flat = m->gflat = NULL;
+    cg_tensor_release(m->stats);
+    m->flat = m->gflat = m->stats = NULL;
     free(m->entries);
     m->entries = NULL;
     m->n_entries = m->n_params = 0;
@@ -428,11 +454,13 @@ cg_status cg_model_to(cg_model *m, cg_device dev) {
         return CG_OK;
     }
     if (cg__same_device(m->dev, dev)) return CG_OK;
-    cg_tensor *nf = NULL, *ng = NULL;
+    cg_tensor *nf = NULL, *ng = NULL, *ns = NULL;
     CG_TRY(cg__tensor_copy_to(m->flat, m->flat->dtype, dev, &nf));
     cg_status st = cg__tensor_copy_to(m->gflat, m->gflat->dtype, dev, &ng);
+    if (st == CG_OK && m->stats) st = cg__tensor_copy_to(m->stats, m->stats->dtype, dev, &ns);
     if (st != CG_OK) {
         cg_tensor_release(nf);
+        cg_tensor_release(ng);
         return st;
     }
     /* new buffers for the state first, so a failure leaves the model where it was */
@@ -440,8 +468,8 @@ cg_status cg_model_to(cg_model *m, cg_device dev) {
     cg_tensor **bufs = calloc((size_t)(nb ? nb : 1), sizeof *bufs);
     if (!bufs) st = CG_FAIL(CG_E_OOM, "cg_model_to: out of host memory");
     for (int i = 0, k = 0; st == CG_OK && i < m->n_entries; i++)
-        if (!m->entries[i].is_param) {
-            const cg_tensor *b = *m->entries[i].slot; /* running stats; num_batches_tracked is i64 */
+        if (!m->entries[i].is_param && !m->entries[i].is_stat) {
+            const cg_tensor *b = *m->entries[i].slot; /* num_batches_tracked, i64 */
             st = cg__tensor_copy_to(b, b->dtype, dev, &bufs[k++]);
         }
     if (st != CG_OK) {
@@ -449,21 +477,25 @@ cg_status cg_model_to(cg_model *m, cg_device dev) {
         free(bufs);
         cg_tensor_release(nf);
         cg_tensor_release(ng);
+        cg_tensor_release(ns);
         return st;
     }
     /* commit */
     cg_tensor_release(m->flat);
     cg_tensor_release(m->gflat);
+    cg_tensor_release(m->stats);
     m->flat = nf;
     m->gflat = ng;
+    m->stats = ns;
     for (int i = 0, k = 0; i < m->n_entries; i++)
-        if (!m->entries[i].is_param) {
+        if (!m->entries[i].is_param && !m->entries[i].is_stat) {
             cg_tensor_release(*m->entries[i].slot);
             *m->entries[i].slot = bufs[k++];
         }
     free(bufs);
     m->dev = dev;
     st = attach_views(m);
+    if (st == CG_OK && m->stats) st = attach_stat_views(m);
     if (st == CG_OK && m->opt) st = cg__optimizer_move(m->opt, dev);
     return st;
 }

@@ -21,7 +21,8 @@ typedef struct cg_layer {
     double p;             /* dropout */
     double eps, momentum; /* norms */
     cg_tensor *w, *b;     /* views into the flat buffer: weight/bias, gamma/beta */
-    cg_tensor *running_mean, *running_var, *num_batches; /* batchnorm buffers (own storage) */
+    cg_tensor *running_mean, *running_var; /* batchnorm: views into the flat statistics buffer */
+    cg_tensor *num_batches;                /* batchnorm: i64 scalar (own storage) */
     int64_t tracked; /* num_batches_tracked, authoritative; synced into num_batches on export */
 } cg_layer;
 
@@ -29,8 +30,9 @@ typedef struct cg_layer {
 typedef struct cg_entry {
     char name[CG_NAME_MAX];
     cg_tensor **slot; /* the layer field holding it */
-    int64_t offset;   /* parameters: element offset in the flat buffer */
+    int64_t offset;   /* element offset in the flat parameter buffer, or in the statistics buffer */
     int is_param;
+    int is_stat; /* a BatchNorm running statistic: a view of the flat statistics buffer */
 } cg_entry;
 
 struct cg_model {
@@ -43,6 +45,10 @@ struct cg_model {
     cg_tensor *flat, *gflat; /* all parameters / all gradients */
     int64_t flat_numel;      /* with alignment padding */
     int64_t n_trainable;     /* without padding */
+    /* every BatchNorm running mean and variance, each a view (NULL without BatchNorm), so
+     * that fit can save and restore them with one copy */
+    cg_tensor *stats;
+    int64_t stats_numel;
     cg_entry *entries;
     int n_entries, n_params;
     cg_rng rng; /* dropout stream */
@@ -64,6 +70,25 @@ typedef struct cg_weights_snapshot {
 cg_status cg__model_snapshot(cg_model *m, cg_weights_snapshot *s);
 cg_status cg__model_restore(cg_model *m, const cg_weights_snapshot *s);
 void cg__snapshot_free(cg_weights_snapshot *s);
+
+/* What a training step changes besides the parameters and the optimizer, as it was at the
+ * start of recent steps, so that a failed step (and the steps after it that a device-side
+ * gate skipped) can be taken back: `slots` copies of the BatchNorm statistics buffer on the
+ * model's device (one device copy per step; none without BatchNorm), the dropout stream of
+ * each slot, and the num_batches_tracked counters at the start of the latest saved step. */
+typedef struct cg_step_ring {
+    cg_tensor *buf;   /* (slots, stats_numel); NULL without BatchNorm */
+    cg_tensor **at;   /* its rows */
+    cg_rng *rng;      /* per slot */
+    int slots, last;  /* last: the slot saved most recently */
+    int64_t *tracked; /* per layer */
+} cg_step_ring;
+cg_status cg__step_ring_init(cg_model *m, int slots, cg_step_ring *r);
+void cg__step_ring_free(cg_step_ring *r);
+/* At the start of a step. */
+cg_status cg__step_ring_save(cg_model *m, cg_step_ring *r, int slot);
+/* Back to the start of the step saved in `slot`; every step from it to `last` ran once. */
+cg_status cg__step_ring_restore(cg_model *m, const cg_step_ring *r, int slot);
 
 /* The architecture string (cg_model_arch) in a malloc'd buffer of the right size; free() it. */
 cg_status cg__model_arch_alloc(const cg_model *m, char **out);

@@ -332,3 +332,53 @@ cg_status cg__model_restore(cg_model *m, const cg_weights_snapshot *s) {
     }
     return cg__model_read_counters(m);
 }
+
+/* ---- the state of recent training steps ---- */
+
+void cg__step_ring_free(cg_step_ring *r) {
+    for (int k = 0; r->at && k < r->slots; k++) cg_tensor_release(r->at[k]);
+    free(r->at);
+    free(r->rng);
+    free(r->tracked);
+    cg_tensor_release(r->buf);
+    memset(r, 0, sizeof *r);
+}
+
+cg_status cg__step_ring_init(cg_model *m, int slots, cg_step_ring *r) {
+    memset(r, 0, sizeof *r);
+    CG_TRY(cg__model_ensure_built(m));
+    r->slots = slots;
+    r->at = calloc((size_t)slots, sizeof *r->at);
+    r->rng = calloc((size_t)slots, sizeof *r->rng);
+    r->tracked = calloc((size_t)m->n_layers, sizeof *r->tracked);
+    if (!r->at || !r->rng || !r->tracked) {
+        cg__step_ring_free(r);
+        return CG_FAIL(CG_E_OOM, "training step: out of host memory");
+    }
+    if (!m->stats) return CG_OK;
+    int64_t shape[2] = {slots, m->stats_numel}, one = 1;
+    cg_status st = cg__tensor_new(shape, 2, m->stats->dtype, m->dev, &r->buf);
+    for (int k = 0; st == CG_OK && k < slots; k++)
+        st = cg__tensor_view(r->buf, &m->stats_numel, &one, 1, (int64_t)k * m->stats_numel, &r->at[k]);
+    if (st != CG_OK) cg__step_ring_free(r);
+    return st;
+}
+
+cg_status cg__step_ring_save(cg_model *m, cg_step_ring *r, int slot) {
+    if (r->buf) CG_TRY(cg__backend(m->dev)->copy_strided(r->at[slot], m->stats));
+    r->rng[slot] = m->rng;
+    for (int i = 0; i < m->n_layers; i++) r->tracked[i] = m->layers[i].tracked;
+    r->last = slot;
+    return CG_OK;
+}
+
+cg_status cg__step_ring_restore(cg_model *m, const cg_step_ring *r, int slot) {
+    if (r->buf) {
+        CG_TRY(cg__backend(m->dev)->copy_strided(m->stats, r->at[slot]));
+        cg__bump_version(m->stats);
+    }
+    m->rng = r->rng[slot];
+    for (int i = 0; i < m->n_layers; i++)
+        if (m->layers[i].kind == CG_LAYER_BATCHNORM1D) m->layers[i].tracked = r->tracked[i] - (r->last - slot);
+    return CG_OK;
+}

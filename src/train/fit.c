@@ -42,17 +42,26 @@ cg_fit_config cg_fit_config_default(void) {
 }
 
 /* One step on a batch, inside the caller's scope (cg_model_train_step: the host reads the
- * loss before the update). On a non-finite loss nothing is updated. */
-static cg_status train_batch(cg_model *m, const cg_tensor *xb, const cg_tensor *yb, double *loss) {
+ * loss before the update). On a non-finite loss, or any failure before the update, nothing
+ * is updated: the BatchNorm statistics and the dropout stream the forward changed are put back
+ * from `ring`. */
+static cg_status train_batch(cg_model *m, cg_step_ring *ring, const cg_tensor *xb, const cg_tensor *yb,
+                             double *loss) {
     cg_tensor *out = NULL, *l = NULL;
     CG_TRY(cg_model_zero_grad(m));
-    CG_TRY(cg__model_forward_impl(m, xb, 1, &m->rng, &out));
-    CG_TRY(cg_loss(&m->loss, out, yb, &l));
+    CG_TRY(cg__step_ring_save(m, ring, 0));
     double v = 0;
-    CG_TRY(cg_tensor_item(l, &v));
+    cg_status st = cg__model_forward_impl(m, xb, 1, &m->rng, &out);
+    if (st == CG_OK) st = cg_loss(&m->loss, out, yb, &l);
+    if (st == CG_OK) st = cg_tensor_item(l, &v);
     *loss = v;
-    if (!isfinite(v)) return CG_FAIL(CG_E_NUMERIC, "loss is %g", v);
-    CG_TRY(cg_backward(l));
+    if (st == CG_OK && !isfinite(v))
+        st = CG_FAIL(CG_E_NUMERIC, "loss is %g; nothing was updated", v);
+    if (st == CG_OK) st = cg_backward(l);
+    if (st != CG_OK) {
+        cg_status rs = cg__step_ring_restore(m, ring, 0);
+        return rs != CG_OK ? rs : st;
+    }
     return cg_optimizer_step(m->opt);
 }
 
@@ -67,13 +76,18 @@ cg_status cg_model_train_step(cg_model *m, const cg_tensor *x, const cg_tensor *
     CG_TRY(need_compiled(m, "cg_model_train_step"));
     CG_ARG_NOT_NULL(x, "cg_model_train_step");
     CG_ARG_NOT_NULL(y, "cg_model_train_step");
+    cg_step_ring ring;
+    CG_TRY(cg__step_ring_init(m, 1, &ring));
     int was = m->training;
     m->training = 1;
-    CG_TRY(cg_scope_begin());
     double v = 0;
-    cg_status st = train_batch(m, x, y, &v);
-    cg_scope_end();
+    cg_status st = cg_scope_begin();
+    if (st == CG_OK) {
+        st = train_batch(m, &ring, x, y, &v);
+        cg_scope_end();
+    }
     m->training = was;
+    cg__step_ring_free(&ring);
     if (loss) *loss = v;
     return st;
 }
@@ -170,7 +184,9 @@ cg_status cg_model_predict_batches(const cg_model *m, const cg_tensor *x, int64_
  * reads the buffer when the window is full, when the progress bar is due, and at the end of
  * an epoch; it then adds the losses in step order (the same sums as reading each loss) and,
  * on a poisoned guard, reports the first failing step and takes back the step counters of
- * the skipped updates: the parameters are those before that step. */
+ * the skipped updates: the parameters are those before that step. What the forwards of the failing step and the
+ * ones after it did change (BatchNorm statistics, the dropout stream) is put back from a copy
+ * made at the start of every step (`undo`). */
 
 #define LOG_WINDOW 64
 
@@ -180,6 +196,7 @@ typedef struct step_log {
     int64_t rows[LOG_WINDOW];                /* batch rows of each recorded step */
     int n;                                   /* steps recorded since the last read */
     int64_t step0;                           /* epoch step of record 0 */
+    cg_step_ring undo;                      /* the model's state at the start of each step */
     /* A data error a kernel reported at a host read inside the window (CG_E_INVALID, e.g. a
      * label out of range on the GPU, where the kernel writes NaN and the report waits for the
      * next synchronisation): kept until the window is read, so that the skipped updates are
@@ -202,14 +219,16 @@ static void step_log_free(step_log *g) {
     }
     cg_tensor_release(g->guard);
     cg_tensor_release(g->buf);
+    cg__step_ring_free(&g->undo);
     memset(g, 0, sizeof *g);
 }
 
-static cg_status step_log_init(step_log *g, cg_device dev) {
+static cg_status step_log_init(step_log *g, cg_model *m) {
     memset(g, 0, sizeof *g);
-    CG_TRY(cg__f64_zeros(dev, 3 * LOG_WINDOW + 1, &g->buf));
+    CG_TRY(cg__step_ring_init(m, LOG_WINDOW, &g->undo));
     int64_t one = 1;
-    cg_status st = cg__tensor_view(g->buf, &one, &one, 1, 3 * LOG_WINDOW, &g->guard);
+    cg_status st = cg__f64_zeros(m->dev, 3 * LOG_WINDOW + 1, &g->buf);
+    if (st == CG_OK) st = cg__tensor_view(g->buf, &one, &one, 1, 3 * LOG_WINDOW, &g->guard);
     for (int k = 0; k < LOG_WINDOW && st == CG_OK; k++) {
         st = cg__tensor_view(g->buf, &one, &one, 1, k, &g->loss[k]);
         if (st == CG_OK) st = cg__tensor_view(g->buf, &one, &one, 1, LOG_WINDOW + k, &g->corr[k]);
@@ -231,12 +250,18 @@ static cg_status fit_step(cg_model *m, step_log *g, const cg_tensor *xb, const c
     int k = g->n;
     cg_tensor *out = NULL, *l = NULL;
     CG_TRY(cg_model_zero_grad(m));
-    CG_TRY(cg__model_forward_impl(m, xb, 1, &m->rng, &out));
-    CG_TRY(cg_loss(&m->loss, out, yb, &l));
-    CG_TRY(cg__reduce_to(g->loss[k], l, 1.0, 0, 0));
-    CG_TRY(cg__reduce_to(g->guard, l, 0.0, 0, 1)); /* 0 * NaN: poisoned for good */
-    CG_TRY(cg_backward(l));
-    if (grad_hook) CG_TRY(grad_hook(m, g, hook_user));
+    CG_TRY(cg__step_ring_save(m, &g->undo, k));
+    /* a failure before the update leaves the model as it was before this step */
+    cg_status st = cg__model_forward_impl(m, xb, 1, &m->rng, &out);
+    if (st == CG_OK) st = cg_loss(&m->loss, out, yb, &l);
+    if (st == CG_OK) st = cg__reduce_to(g->loss[k], l, 1.0, 0, 0);
+    if (st == CG_OK) st = cg__reduce_to(g->guard, l, 0.0, 0, 1); /* 0 * NaN: poisoned for good */
+    if (st == CG_OK) st = cg_backward(l);
+    if (st == CG_OK && grad_hook) st = grad_hook(m, g, hook_user);
+    if (st != CG_OK) {
+        cg_status rs = cg__step_ring_restore(m, &g->undo, k);
+        return rs != CG_OK ? rs : st;
+    }
     CG_TRY(cg__optimizer_step_gated(m->opt, g->guard));
     CG_TRY(cg__reduce_to(g->guard_at[k], g->guard, 1.0, 0, 0));
     if (want_acc) CG_TRY(cg__count_correct(g->corr[k], out, yb, 0));
@@ -257,8 +282,10 @@ static cg_status step_log_read(cg_model *m, step_log *g, epoch_sums *e, cg_progr
         double v = r[k];
         if (!isfinite(r[2 * LOG_WINDOW + k])) {
             cg__optimizer_unstep(m->opt, g->n - k); /* the gate skipped steps k .. n-1 */
+            cg_status rs = cg__step_ring_restore(m, &g->undo, k);
             int64_t at = g->step0 + k + 1;
             g->n = 0;
+            if (rs != CG_OK) return rs;
             if (g->data_err) {
                 g->data_err = 0;
                 return CG_FAIL(CG_E_INVALID, "fit: epoch %d, step %lld of %lld: %s; the parameters are those before "
@@ -424,7 +451,7 @@ cg_status cg_model_fit(cg_model *m, const cg_tensor *x, const cg_tensor *y, cons
         }
     }
     CG_CHECK_GOTO(cg_history_create(&hist));
-    CG_CHECK_GOTO(step_log_init(&slog, m->dev));
+    CG_CHECK_GOTO(step_log_init(&slog, m));
     int want_acc = (m->metrics & CG_METRIC_ACCURACY) != 0;
     cg_progress prog;
     cg__progress_init(&prog, cfg.out, cfg.verbose, cfg.epochs, want_acc);
