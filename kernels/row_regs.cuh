@@ -216,7 +216,23 @@ __global__ void layernorm_rowreg_kernel(int64_t d4, float eps, const float4 *__r
         float a = v[k].x - m, b = v[k].y - m, c = v[k].z - m, w = v[k].w - m;
         q += (a * a + b * b) + (c * c + w * w);
     }
-    float rs = frsqrt(cg_block_sum(q, sh) / d + eps);
+    float qs = cg_block_sum(q, sh), rs = frsqrt(qs / d + eps);
+    if (ln_stats_redo(qs)) { // see ln_stats_redo in softmax_norm.cu
+        __shared__ double shd[32];
+        double sd = 0.0, qd = 0.0;
+#pragma unroll
+        for (int k = 0; k < NV; k++) // rowreg_load filled 0 beyond d4
+            sd += ((double)v[k].x + (double)v[k].y) + ((double)v[k].z + (double)v[k].w);
+        double md = cg_block_sum(sd, shd) / (double)d;
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            if (threadIdx.x + (int64_t)k * blockDim.x >= d4) continue;
+            double a = v[k].x - md, b = v[k].y - md, c = v[k].z - md, w = v[k].w - md;
+            qd += (a * a + b * b) + (c * c + w * w);
+        }
+        m = (float)md;
+        rs = (float)(1.0 / sqrt(cg_block_sum(qd, shd) / (double)d + (double)eps));
+    }
     float4 *yr = y + row * d4;
 #pragma unroll
     for (int k = 0; k < NV; k++) {

@@ -45,6 +45,14 @@ __device__ __forceinline__ double flog(double v) { return log(v); }
 __device__ __forceinline__ float frsqrt(float v) { return 1.0f / sqrtf(v); }
 __device__ __forceinline__ double frsqrt(double v) { return 1.0 / sqrt(v); }
 
+// f32 LayerNorm statistics are computed in float; the CPU computes them in double. They part
+// ways when the sum of squared deviations leaves float's range: it overflows once |x - mean|
+// passes ~1.8e19 (the row would come out 0), or all but vanishes (constant or tiny rows,
+// where eps may be 0). Such rows (qs is the same for the whole row) redo mean and rstd in
+// double; ordinary rows keep the float statistics, so the fast path costs nothing.
+__device__ __forceinline__ bool ln_stats_redo(float qs) { return !(qs < 1e37f && qs > 1e-30f); }
+__device__ __forceinline__ bool ln_stats_redo(double) { return false; }
+
 template <typename T> struct ms {
     T m, s;
 };
@@ -395,7 +403,20 @@ __global__ void layernorm_warp_kernel(int64_t rows, int d, T eps, const T *__res
         T e = j < d ? v[k] - m : T(0);
         q += e * e;
     }
-    T rs = frsqrt(cg_warp_sum(q) / T(d) + eps);
+    T qs = cg_warp_sum(q), rs = frsqrt(qs / T(d) + eps);
+    if (ln_stats_redo(qs)) {
+        double sd = 0.0, qd = 0.0;
+#pragma unroll
+        for (int k = 0; k < E; k++) sd += (double)v[k]; // 0 beyond d
+        double md = cg_warp_sum(sd) / (double)d;
+#pragma unroll
+        for (int k = 0; k < E; k++) {
+            double e = lane + 32 * k < d ? (double)v[k] - md : 0.0;
+            qd += e * e;
+        }
+        m = (T)md;
+        rs = (T)(1.0 / sqrt(cg_warp_sum(qd) / (double)d + (double)eps));
+    }
     T *yr = y + row * d;
 #pragma unroll
     for (int k = 0; k < E; k++) {
@@ -435,7 +456,19 @@ __global__ void layernorm_block_kernel(int64_t d, T eps, int cache, const T *__r
         T e = src[j] - m;
         q += e * e;
     }
-    T rs = frsqrt(cg_block_sum(q, sh) / T(d) + eps);
+    T qs = cg_block_sum(q, sh), rs = frsqrt(qs / T(d) + eps);
+    if (ln_stats_redo(qs)) { // see ln_stats_redo
+        __shared__ double shd[32];
+        double sd = 0.0, qd = 0.0;
+        for (int64_t j = threadIdx.x; j < d; j += blockDim.x) sd += (double)src[j];
+        double md = cg_block_sum(sd, shd) / (double)d;
+        for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
+            double e = (double)src[j] - md;
+            qd += e * e;
+        }
+        m = (T)md;
+        rs = (T)(1.0 / sqrt(cg_block_sum(qd, shd) / (double)d + (double)eps));
+    }
     T *yr = y + row * d;
     for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
         T h = (src[j] - m) * rs;
