@@ -2,6 +2,9 @@
  * the CPU and CUDA backends convert bit for bit alike.
  *
  * Float to f16/bf16 rounds to nearest even (from f32; f64 goes through f32 first).
+ * f32 <-> f64 of a NaN is done by hand: the sign and the payload bits that fit are kept and
+ * the NaN is made quiet (what x86 does). GPUs return one canonical NaN instead, so leaving
+ * it to the hardware would make the backends differ in the bits.
  * Float to integer truncates toward zero, saturating at the target's range (NaN -> 0) so
  * no conversion is undefined behaviour; int64 to u8/i32 wraps like a C cast.
  * Integer to integer copies keep all 64 bits (never pass through double). */
@@ -25,6 +28,22 @@ CG_HOSTDEV float cg_bits_f32(uint32_t u) {
     float f;
     memcpy(&f, &u, 4);
     return f;
+}
+
+CG_HOSTDEV double cg_f32_to_f64(float f) {
+    uint32_t u = cg_f32_bits(f);
+    if ((u & 0x7fffffffu) <= 0x7f800000u) return (double)f;
+    uint64_t b = ((uint64_t)(u & 0x80000000u) << 32) | 0x7ff8000000000000ull | ((uint64_t)(u & 0x3fffffu) << 29);
+    double d;
+    memcpy(&d, &b, 8);
+    return d;
+}
+
+CG_HOSTDEV float cg_f64_to_f32(double d) {
+    uint64_t b;
+    memcpy(&b, &d, 8);
+    if ((b & 0x7fffffffffffffffull) <= 0x7ff0000000000000ull) return (float)d;
+    return cg_bits_f32((uint32_t)((b >> 32) & 0x80000000u) | 0x7fc00000u | (uint32_t)((b >> 29) & 0x3fffffu));
 }
 
 CG_HOSTDEV uint16_t cg_f32_to_bf16(float f) {
@@ -72,10 +91,10 @@ CG_HOSTDEV int cg_dtype_is_int(int dt) { return dt == CG_I32 || dt == CG_I64 || 
 
 CG_HOSTDEV double cg_load_f(const void *p, int dt) {
     switch (dt) {
-    case CG_F32: return *(const float *)p;
+    case CG_F32: return cg_f32_to_f64(*(const float *)p);
     case CG_F64: return *(const double *)p;
-    case CG_F16: return cg_f16_to_f32(*(const uint16_t *)p);
-    case CG_BF16: return cg_bf16_to_f32(*(const uint16_t *)p);
+    case CG_F16: return cg_f32_to_f64(cg_f16_to_f32(*(const uint16_t *)p));
+    case CG_BF16: return cg_f32_to_f64(cg_bf16_to_f32(*(const uint16_t *)p));
     case CG_I32: return *(const int32_t *)p;
     case CG_I64: return (double)*(const int64_t *)p;
     case CG_U8: return *(const uint8_t *)p;
@@ -111,10 +130,10 @@ CG_HOSTDEV int64_t cg_f_to_i64(double v) {
 
 CG_HOSTDEV void cg_store_f(void *p, int dt, double v) {
     switch (dt) {
-    case CG_F32: *(float *)p = (float)v; break;
+    case CG_F32: *(float *)p = cg_f64_to_f32(v); break;
     case CG_F64: *(double *)p = v; break;
-    case CG_F16: *(uint16_t *)p = cg_f32_to_f16((float)v); break;
-    case CG_BF16: *(uint16_t *)p = cg_f32_to_bf16((float)v); break;
+    case CG_F16: *(uint16_t *)p = cg_f32_to_f16(cg_f64_to_f32(v)); break;
+    case CG_BF16: *(uint16_t *)p = cg_f32_to_bf16(cg_f64_to_f32(v)); break;
     case CG_I32: {
         double c = v != v ? 0.0 : v < -2147483648.0 ? -2147483648.0 : v > 2147483647.0 ? 2147483647.0 : v;
         *(int32_t *)p = (int32_t)c;

@@ -188,6 +188,35 @@ START_TEST(bf16_and_f16_round_to_nearest_even) {
 }
 END_TEST
 
+/* NaN casts keep the sign and the payload bits that fit and come out quiet (the rule of
+ * dtype_convert.h, which both backends run; x86 does the same in hardware, GPUs do not). */
+START_TEST(nan_casts_keep_sign_and_payload) {
+    uint32_t in[4] = {0x7fc00000u, 0xffc00000u, 0x7f812345u /* signalling */, 0xffa00001u};
+    uint64_t want64[4] = {0x7ff8000000000000ull, 0xfff8000000000000ull, 0x7ff82468a0000000ull, 0xfffc000020000000ull};
+    uint32_t want32[4] = {0x7fc00000u, 0xffc00000u, 0x7fc12345u, 0xffe00001u};
+    uint16_t want_bf[4] = {0x7fc0u, 0xffc0u, 0x7fc1u, 0xffe0u};
+    int64_t n = 4;
+    cg_tensor *x = NULL, *d = NULL, *back = NULL, *bf = NULL;
+    CGT_OK(cg_tensor_from_host(in, &n, 1, CG_F32, CG_CPU, &x));
+    CGT_OK(cg_tensor_cast(x, CG_F64, &d));
+    CGT_OK(cg_tensor_cast(d, CG_F32, &back));
+    CGT_OK(cg_tensor_cast(d, CG_BF16, &bf));
+    uint64_t g64[4];
+    uint32_t g32[4];
+    uint16_t gbf[4];
+    CGT_OK(cg_tensor_to_host(d, g64, sizeof g64));
+    CGT_OK(cg_tensor_to_host(back, g32, sizeof g32));
+    CGT_OK(cg_tensor_to_host(bf, gbf, sizeof gbf));
+    for (int i = 0; i < 4; i++) {
+        ck_assert_msg(g64[i] == want64[i], "f32 %08x -> f64 %016llx, want %016llx", in[i], (unsigned long long)g64[i],
+                      (unsigned long long)want64[i]);
+        ck_assert_msg(g32[i] == want32[i], "f32 %08x -> f64 -> f32 %08x, want %08x", in[i], g32[i], want32[i]);
+        ck_assert_msg(gbf[i] == want_bf[i], "f32 %08x -> f64 -> bf16 %04x, want %04x", in[i], gbf[i], want_bf[i]);
+    }
+    cg_tensor_release(x), cg_tensor_release(d), cg_tensor_release(back), cg_tensor_release(bf);
+}
+END_TEST
+
 START_TEST(clone_and_strided_copy) {
     cgt_rand r = cgt_rand_make("clone");
     int64_t s[2] = {5, 7}, ts[2] = {7, 5};
@@ -304,6 +333,7 @@ static Suite *suite(void) {
     tcase_add_test(t, views_share_storage);
     tcase_add_test(t, cast_round_trips);
     tcase_add_test(t, bf16_and_f16_round_to_nearest_even);
+    tcase_add_test(t, nan_casts_keep_sign_and_payload);
     tcase_add_test(t, clone_and_strided_copy);
     tcase_add_test(t, refcount);
     tcase_add_test(t, random_moments_and_reproducibility);
