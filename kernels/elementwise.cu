@@ -215,9 +215,10 @@ template <typename T, int FN> __device__ __forceinline__ T unary_df(T gv, T v, T
         return gv * (T(0.5) * (T(1) + m::erf_(v * T(CG_INV_SQRT2))) + v * T(CG_INV_SQRT_2PI) * m::exp_(T(-0.5) * v * v));
     default: {
         T k = T(CG_SQRT_2_OVER_PI);
-        T t = m::tanh_(k * (v + T(0.044715) * v * v * v));
+        T t = m::tanh_(k * (v + T(0.044715) * v * v * v)), sech2 = T(1) - t * t;
         T du = k * (T(1) + T(3) * T(0.044715) * v * v);
-        return gv * (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * du);
+        // t saturated: the second term is 0, also where du overflows (f32: |v| > ~1.8e19)
+        return gv * (T(0.5) * (T(1) + t) + (sech2 == T(0) ? T(0) : T(0.5) * v * sech2 * du));
     }
     }
 }

@@ -579,10 +579,15 @@ START_TEST(rand_streams_match_cpu) {
 END_TEST
 
 START_TEST(conversions_match_cpu_bitwise) {
-    static const double vals[] = {0.0,  -0.0, 1.0,     -1.5,     65504.0, 65520.0, 1e-8,  -3e-5, 6.1e-5, 2.5,
-                                  3.5,  1e10, -1e10,   INFINITY, -INFINITY, NAN,   255.7, 256.2, -7.9, 3e38,
-                                  1e-40, 0.1, 2147483648.0, -2147483649.0, 0.33333};
+    double vals[] = {0.0,  -0.0, 1.0,     -1.5,     65504.0, 65520.0, 1e-8,  -3e-5, 6.1e-5, 2.5,
+                     3.5,  1e10, -1e10,   INFINITY, -INFINITY, NAN,   255.7, 256.2, -7.9, 3e38,
+                     1e-40, 0.1, 2147483648.0, -2147483649.0, 0.33333, -NAN, 0.0, 0.0};
     int64_t n = sizeof vals / sizeof vals[0];
+    /* NaNs with payloads (quiet and signalling): the GPU's own conversions would give its
+     * canonical NaN; dtype_convert.h keeps sign and payload on both backends */
+    uint64_t nan_bits[2] = {0x7ff8123456789abcull, 0xfff4000020000001ull};
+    memcpy(&vals[n - 2], &nan_bits[0], 8);
+    memcpy(&vals[n - 1], &nan_bits[1], 8);
     static const cg_dtype to[] = {CG_F16, CG_BF16, CG_I32, CG_I64, CG_U8, CG_F64, CG_F32};
     for (int src = 0; src < 2; src++) {
         cg_dtype sdt = src ? CG_F64 : CG_F32;
@@ -712,6 +717,31 @@ START_TEST(nan_inf_propagate_like_cpu) {
             free(res[1]);
         }
         free(x);
+    }
+}
+END_TEST
+
+/* tanh-GELU far out (f32 |v| beyond ~1.8e19, where v^2 overflows in float): the gradient is
+ * exactly 1 or 0 on both backends, through cg_gelu and through the fused linear (GELU aux). */
+START_TEST(gelu_tanh_gradient_saturates_like_cpu) {
+    double xs[8] = {1e20, -1e20, 3e38, -3e38, 20.0, -20.0, 2e19, -2e19};
+    int64_t xshape[2] = {8, 1}, ws[2] = {1, 1};
+    for (int via = 0; via < 2; via++) {
+        cg_tensor *x = cgt_tensor(xs, xshape, 2, CG_F32, GPU), *w = cgt_tensor((double[]){1.0}, ws, 2, CG_F32, GPU);
+        CGT_OK(cg_tensor_set_requires_grad(x, 1));
+        CGT_OK(cg_scope_begin());
+        cg_tensor *y, *l;
+        if (via) CGT_OK(cg_linear(x, w, NULL, CG_LINEAR_GELU_TANH, &y));
+        else CGT_OK(cg_gelu(x, CG_GELU_TANH, &y));
+        CGT_OK(cg_sum(y, -1, 0, &l));
+        CGT_OK(cg_sum(l, -1, 0, &l));
+        CGT_OK(cg_backward(l));
+        cg_scope_end();
+        double *g = cgt_read(cg_tensor_grad(x));
+        for (int i = 0; i < 8; i++)
+            ck_assert_msg(g[i] == (xs[i] > 0 ? 1.0 : 0.0), "via %s: x %g grad %g", via ? "linear" : "gelu", xs[i], g[i]);
+        free(g);
+        cg_tensor_release(x), cg_tensor_release(w);
     }
 }
 END_TEST
@@ -1491,6 +1521,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, conversions_match_cpu_bitwise);
     tcase_add_test(tc, strided_copy_matches_cpu);
     tcase_add_test(tc, nan_inf_propagate_like_cpu);
+    tcase_add_test(tc, gelu_tanh_gradient_saturates_like_cpu);
     tcase_add_test(tc, linear_nan_like_cpu);
     tcase_add_loop_test(tc, linear_shapes_fwd_bwd, 0, 2);
     tcase_add_test(tc, linear_nan_backward_like_cpu);

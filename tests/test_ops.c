@@ -121,6 +121,38 @@ START_TEST(gelu_known_values) {
 }
 END_TEST
 
+/* Far out, tanh-GELU's t = tanh(.) is exactly +-1 and its gradient exactly 1 (v > 0) or 0
+ * (v < 0), through cg_gelu and through the fused linear. The second term of the derivative
+ * is 0 * du there, and du overflows (v^2 beyond the dtype's range; f32 values are computed
+ * in double on the CPU, so only f64 reaches it): it used to give NaN. */
+START_TEST(gelu_tanh_gradient_saturates) {
+    double xs[6] = {1e20, -1e20, 3e38, -3e38, 1e200, -1e200};
+    for (int k = 0; k < 2; k++) {
+        cg_dtype dt = k ? CG_F64 : CG_F32;
+        int64_t n = k ? 6 : 4, ws[2] = {1, 1};
+        for (int via = 0; via < 2; via++) {
+            int64_t xshape[2] = {n, 1};
+            cg_tensor *x = cgt_tensor(xs, xshape, 2, dt, CG_CPU), *w = cgt_tensor((double[]){1.0}, ws, 2, dt, CG_CPU);
+            CGT_OK(cg_tensor_set_requires_grad(x, 1));
+            CGT_OK(cg_scope_begin());
+            cg_tensor *y, *l;
+            if (via) CGT_OK(cg_linear(x, w, NULL, CG_LINEAR_GELU_TANH, &y));
+            else CGT_OK(cg_gelu(x, CG_GELU_TANH, &y));
+            CGT_OK(cg_sum(y, -1, 0, &l));
+            CGT_OK(cg_sum(l, -1, 0, &l));
+            CGT_OK(cg_backward(l));
+            cg_scope_end();
+            double *g = cgt_read(cg_tensor_grad(x));
+            for (int64_t i = 0; i < n; i++)
+                ck_assert_msg(g[i] == (xs[i] > 0 ? 1.0 : 0.0), "%s via %s: x %g grad %g", cg_dtype_name(dt),
+                              via ? "linear" : "gelu", xs[i], g[i]);
+            free(g);
+            cg_tensor_release(x), cg_tensor_release(w);
+        }
+    }
+}
+END_TEST
+
 START_TEST(batchnorm_running_stats) {
     cgt_rand r = cgt_rand_make("bn running");
     for (int k = 0; k < 2; k++) {
@@ -329,6 +361,7 @@ static Suite *suite(void) {
     tcase_add_loop_test(t, value_case, 0, 2 * cgt_n_cases);
     tcase_add_test(t, softmax_rows_sum_to_one_and_large_logits_stay_finite);
     tcase_add_test(t, gelu_known_values);
+    tcase_add_test(t, gelu_tanh_gradient_saturates);
     tcase_add_test(t, batchnorm_running_stats);
     tcase_add_test(t, dropout_masks);
     tcase_add_test(t, cross_entropy_label_smoothing_by_hand);

@@ -7,6 +7,8 @@
 #ifndef CG_CPU_KERNELS_H
 #define CG_CPU_KERNELS_H
 
+#include <math.h>
+
 #include "backend.h"
 
 /* The one dtype error every float kernel returns. */
@@ -35,6 +37,15 @@ static inline const char *cg_cpu_op_name(const cg_op_call *c) { return cg_op_tab
 static inline int64_t cg_cpu_numel(const cg_tensor *t) { return cg__numel(t->shape, t->ndim); }
 /* Size of the last axis (1 for a 0-d tensor). */
 static inline int64_t cg_cpu_last_dim(const cg_tensor *t) { return t->ndim ? t->shape[t->ndim - 1] : 1; }
+
+/* d/dv of tanh-GELU 0.5 v (1 + t), t = tanh(u), u = k (v + 0.044715 v^3). Where t has
+ * saturated to +-1 the second term is exactly 0 (even when du overflows: without the test,
+ * 0 * inf gave NaN for |v| beyond ~1e154, and on the GPU's f32 beyond ~1.8e19). */
+static inline double cg_cpu_gelu_tanh_df(double v) {
+    const double k = sqrt(2.0 / CG_CPU_PI);
+    double t = tanh(k * (v + 0.044715 * v * v * v)), s = 1.0 - t * t;
+    return 0.5 * (1.0 + t) + (s == 0.0 ? 0.0 : 0.5 * v * s * (k * (1.0 + 3.0 * 0.044715 * v * v)));
+}
 
 /* C (M, N) = op(A) op(B) (+ C when accumulate) through OpenBLAS, f32 or f64, row-major and
  * dense: A is (M, K) or (K, M) when ta; B is (K, N) or (N, K) when tb. */
