@@ -10,9 +10,11 @@
  * On cudaMalloc failure the cache is returned to the driver and the call retried once;
  * a second failure is CG_E_OOM with the size asked for and cudaMemGetInfo's numbers.
  *
- * Transfers: host buffers are pageable user memory, so copies go through two pinned
- * 8 MiB staging buffers per device (double-buffered, guarded by events). H2D returns once
- * the data sits in pinned memory (no host sync); D2H waits for its data (it must). */
+ * Transfers: host buffers are pageable user memory, so copies go through a ring of four
+ * pinned 4 MiB staging buffers per device, each guarded by an event, taken in turn across
+ * calls. H2D returns once the data sits in pinned memory: the host waits only when the
+ * buffer it takes is still read by the copy issued four chunks earlier. D2H waits for its
+ * data (it must). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,7 +26,8 @@
 #define N_LARGE (4 * 44) /* 2^20 .. 2^64 */
 #define N_BINS (N_SMALL + N_LARGE)
 #define N_BUCKETS 4096
-#define STAGE_BYTES ((size_t)8 << 20)
+#define STAGE_BYTES ((size_t)4 << 20)
+#define N_STAGE 4
 
 typedef struct blk {
     void *ptr;
@@ -39,9 +42,10 @@ typedef struct pool {
     cg_cuda_mem_stats st;
     /* staging */
     pthread_mutex_t stage_lock;
-    void *stage[2];
-    cudaEvent_t stage_ev[2];
-    int stage_ok; /* 1 ready, -1 unavailable (pinned alloc failed): direct copies */
+    void *stage[N_STAGE];
+    cudaEvent_t stage_ev[N_STAGE]; /* the last copy from/to each buffer (never recorded: no wait) */
+    int stage_next;                /* the buffer the next chunk takes */
+    int stage_ok;                  /* 1 ready, -1 unavailable (pinned alloc failed): direct copies */
 } pool;
 
 static pthread_mutex_t g_pools_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -84,19 +88,33 @@ static size_t size_class(size_t n, size_t *rounded) {
 
 static size_t hash_ptr(const void *p) { return (size_t)(((uintptr_t)p >> 9) * 0x9E3779B97F4A7C15ull >> 52) % N_BUCKETS; }
 
-static void release_cache_locked(pool *p) {
+/* Takes every cached block out of the free lists (they can no longer be handed out) and
+ * returns them as one list; the caller frees them with free_blocks once the compute stream
+ * has finished the kernels queued before they were freed. */
+static blk *detach_cache_locked(pool *p) {
+    blk *all = NULL;
     for (size_t b = 0; b < N_BINS; b++) {
         blk *k = p->bins[b];
         while (k) {
             blk *nx = k->next;
-            cudaFree(k->ptr);
             p->st.cached -= k->size;
             p->st.reserved -= k->size;
             p->st.n_cuda_free++;
-            free(k);
+            k->next = all;
+            all = k;
             k = nx;
         }
         p->bins[b] = NULL;
+    }
+    return all;
+}
+
+static void free_blocks(blk *k) {
+    while (k) {
+        blk *nx = k->next;
+        if (cudaFree(k->ptr) != cudaSuccess) (void)cudaGetLastError(); /* not left for the next launch */
+        free(k);
+        k = nx;
     }
 }
 
@@ -127,13 +145,18 @@ cg_status cg_cuda_malloc(int dev, size_t nbytes, void **ptr) {
         if (e == cudaErrorMemoryAllocation) {
             (void)cudaGetLastError();
             p->st.n_oom_retry++;
-            release_cache_locked(p);
+            /* the cached blocks may still be read by queued kernels: wait for the stream (all
+             * cgrad kernels of this device run on it), then give them back, then retry */
+            blk *cached = detach_cache_locked(p);
+            (void)cudaStreamSynchronize(ctx->stream);
+            (void)cudaGetLastError();
+            free_blocks(cached);
             e = cudaMalloc(&k->ptr, rounded);
         }
         if (e != cudaSuccess) {
             (void)cudaGetLastError();
             size_t fr = 0, tot = 0;
-            cudaMemGetInfo(&fr, &tot);
+            if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) (void)cudaGetLastError();
             size_t in_use = p->st.in_use;
             pthread_mutex_unlock(&p->lock);
             free(k);
@@ -211,13 +234,30 @@ cg_status cg_cuda_empty_cache(int dev) {
     CG_TRY(cg_cuda_ctx_get(dev, &ctx));
     pool *p = pool_of(dev);
     if (!p) return CG_FAIL(CG_E_OOM, "cg_cuda_empty_cache: out of host memory");
-    /* a cached block may still be read by kernels queued before it was freed: wait for the
-     * compute stream (the only one that reads them) before handing blocks to cudaFree, rather
-     * than rely on cudaFree's implicit synchronisation */
-    CG_TRY(CG_CUDA_CALL(cudaStreamSynchronize(ctx->stream)));
+    /* a cached block may still be read by kernels queued before it was freed. Take the blocks
+     * out of the lists first (no later kernel can get them), then wait for the compute stream
+     * (the only one that reads them), then hand them to cudaFree, rather than rely on
+     * cudaFree's implicit synchronisation. Blocks freed meanwhile stay cached. */
     pthread_mutex_lock(&p->lock);
-    release_cache_locked(p);
+    blk *cached = detach_cache_locked(p);
     pthread_mutex_unlock(&p->lock);
+    cg_status st = CG_CUDA_CALL(cudaStreamSynchronize(ctx->stream));
+    if (st != CG_OK) { /* the device failed: keep the blocks rather than free them under a kernel */
+        pthread_mutex_lock(&p->lock);
+        while (cached) {
+            blk *nx = cached->next;
+            size_t bin = size_class(cached->size, &(size_t){0});
+            cached->next = p->bins[bin];
+            p->bins[bin] = cached;
+            p->st.cached += cached->size;
+            p->st.reserved += cached->size;
+            p->st.n_cuda_free--;
+            cached = nx;
+        }
+        pthread_mutex_unlock(&p->lock);
+        return st;
+    }
+    free_blocks(cached);
     return CG_OK;
 }
 
@@ -226,15 +266,15 @@ cg_status cg_cuda_empty_cache(int dev) {
 static int stage_ready(pool *p) {
     if (p->stage_ok) return p->stage_ok > 0;
     p->stage_ok = -1;
-    if (cudaHostAlloc(&p->stage[0], STAGE_BYTES, cudaHostAllocDefault) != cudaSuccess) goto fail;
-    if (cudaHostAlloc(&p->stage[1], STAGE_BYTES, cudaHostAllocDefault) != cudaSuccess) goto fail;
-    if (cudaEventCreateWithFlags(&p->stage_ev[0], cudaEventDisableTiming) != cudaSuccess) goto fail;
-    if (cudaEventCreateWithFlags(&p->stage_ev[1], cudaEventDisableTiming) != cudaSuccess) goto fail;
-    /* recorded once so the first wait returns at once */
+    for (int i = 0; i < N_STAGE; i++) {
+        if (cudaHostAlloc(&p->stage[i], STAGE_BYTES, cudaHostAllocDefault) != cudaSuccess) goto fail;
+        /* an event never recorded: cudaEventSynchronize returns at once */
+        if (cudaEventCreateWithFlags(&p->stage_ev[i], cudaEventDisableTiming) != cudaSuccess) goto fail;
+    }
     p->stage_ok = 1;
     return 1;
 fail: /* give back what was made; transfers then go unstaged */
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < N_STAGE; i++) {
         if (p->stage[i]) cudaFreeHost(p->stage[i]);
         if (p->stage_ev[i]) cudaEventDestroy(p->stage_ev[i]);
         p->stage[i] = NULL;
@@ -244,36 +284,50 @@ fail: /* give back what was made; transfers then go unstaged */
     return 0;
 }
 
+/* The next staging buffer, once the copy last issued from or to it has finished. */
+static cg_status stage_take(pool *p, int *b) {
+    *b = p->stage_next;
+    p->stage_next = (p->stage_next + 1) % N_STAGE;
+    return CG_CUDA_CALL(cudaEventSynchronize(p->stage_ev[*b]));
+}
+
+/* Queues the copy of one chunk and records its buffer's event. If the event cannot be
+ * recorded after the copy was queued, the event would cover an older point: wait for the
+ * stream, so that no later chunk rewrites the buffer under the copy. */
+static cg_status stage_copy(cg_cuda_ctx *ctx, pool *p, int b, void *dst, const void *src, size_t len,
+                            enum cudaMemcpyKind kind) {
+    CG_TRY(CG_CUDA_CALL(cudaMemcpyAsync(dst, src, len, kind, ctx->stream)));
+    cg_status st = CG_CUDA_CALL(cudaEventRecord(p->stage_ev[b], ctx->stream));
+    if (st != CG_OK) {
+        (void)cudaStreamSynchronize(ctx->stream);
+        (void)cudaGetLastError();
+    }
+    return st;
+}
+
 static cg_status copy_h2d(cg_cuda_ctx *ctx, pool *p, void *dst, const void *src, size_t nbytes) {
-    /* from the first queued copy on, later transfers must wait on the events before reusing
-       the buffers, even when this call fails half way */
-    int pending = p->stage_ok == 2;
-    p->stage_ok = 2;
-    for (size_t off = 0, i = 0; off < nbytes; off += STAGE_BYTES, i++) {
+    for (size_t off = 0; off < nbytes; off += STAGE_BYTES) {
         size_t len = nbytes - off < STAGE_BYTES ? nbytes - off : STAGE_BYTES;
-        int b = (int)(i & 1);
-        if (i >= 2 || pending) CG_TRY(CG_CUDA_CALL(cudaEventSynchronize(p->stage_ev[b])));
+        int b;
+        CG_TRY(stage_take(p, &b));
         memcpy(p->stage[b], (const char *)src + off, len);
-        CG_TRY(CG_CUDA_CALL(cudaMemcpyAsync((char *)dst + off, p->stage[b], len, cudaMemcpyHostToDevice, ctx->stream)));
-        CG_TRY(CG_CUDA_CALL(cudaEventRecord(p->stage_ev[b], ctx->stream)));
+        CG_TRY(stage_copy(ctx, p, b, (char *)dst + off, p->stage[b], len, cudaMemcpyHostToDevice));
     }
     return CG_OK;
 }
 
+/* The device writes a buffer only after the copies queued before on the same stream, H2D
+ * reads of it included, so the buffers are taken without waiting for those. Each chunk is
+ * drained while the next one is in flight. */
 static cg_status copy_d2h(cg_cuda_ctx *ctx, pool *p, void *dst, const void *src, size_t nbytes) {
-    if (p->stage_ok == 2) { /* an earlier H2D may still be reading the buffers */
-        CG_TRY(CG_CUDA_CALL(cudaEventSynchronize(p->stage_ev[0])));
-        CG_TRY(CG_CUDA_CALL(cudaEventSynchronize(p->stage_ev[1])));
-    }
-    p->stage_ok = 2; /* until every chunk below has drained (a failure leaves it so) */
     size_t prev_off = 0, prev_len = 0;
     int prev_b = -1;
-    for (size_t off = 0, i = 0; off < nbytes; off += STAGE_BYTES, i++) {
+    for (size_t off = 0; off < nbytes; off += STAGE_BYTES) {
         size_t len = nbytes - off < STAGE_BYTES ? nbytes - off : STAGE_BYTES;
-        int b = (int)(i & 1);
-        CG_TRY(CG_CUDA_CALL(cudaMemcpyAsync(p->stage[b], (const char *)src + off, len, cudaMemcpyDeviceToHost, ctx->stream)));
-        CG_TRY(CG_CUDA_CALL(cudaEventRecord(p->stage_ev[b], ctx->stream)));
-        if (prev_b >= 0) { /* drain the previous chunk while this one is in flight */
+        int b = p->stage_next;
+        p->stage_next = (p->stage_next + 1) % N_STAGE;
+        CG_TRY(stage_copy(ctx, p, b, p->stage[b], (const char *)src + off, len, cudaMemcpyDeviceToHost));
+        if (prev_b >= 0) {
             CG_TRY(CG_CUDA_CALL(cudaEventSynchronize(p->stage_ev[prev_b])));
             memcpy((char *)dst + prev_off, p->stage[prev_b], prev_len);
         }
@@ -285,7 +339,6 @@ static cg_status copy_d2h(cg_cuda_ctx *ctx, pool *p, void *dst, const void *src,
         CG_TRY(CG_CUDA_CALL(cudaEventSynchronize(p->stage_ev[prev_b])));
         memcpy((char *)dst + prev_off, p->stage[prev_b], prev_len);
     }
-    p->stage_ok = 1; /* all events completed */
     return CG_OK;
 }
 

@@ -178,6 +178,7 @@ static cg_status ctx_create(int dev, cg_cuda_ctx **out) {
     } else {
         c->dnn = NULL;
     }
+    (void)cudaGetLastError(); /* a failed cuDNN setup must not be blamed on the next launch */
     *out = c;
     return CG_OK;
 fail:
@@ -187,6 +188,7 @@ fail:
     if (c->stream) cudaStreamSynchronize(c->stream); /* the claim word's memset */
     err_free(c);
     if (c->stream) cudaStreamDestroy(c->stream);
+    (void)cudaGetLastError(); /* the clean-up's own errors; st has the first one */
     free(c);
     return st;
 }
