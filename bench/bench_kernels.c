@@ -460,6 +460,9 @@ int main(int argc, char **argv) {
         inst_free(&g);
     }
     OK(cg_cuda_set_matmul_precision(CG_MATMUL_FP32));
+    char paths[512];
+    cg__cuda_gemm_paths_str(paths, sizeof paths);
+    printf("\n%s\n", paths);
     cg_cuda_mem_stats st;
     OK(cg_cuda_memory_stats(0, &st));
     printf("\nallocator: peak %.1f MiB in use, %llu cudaMalloc calls, %llu cache hits of %llu allocations\n",

@@ -31,6 +31,9 @@
 #include <time.h>
 
 #include "cgrad.h"
+#ifdef CG_HAVE_CUDA
+#include "cuda/cuda_internal.h" /* cg__cuda_gemm_paths_str */
+#endif
 
 typedef enum { OPT_SGD, OPT_ADAM, OPT_ADAMW } opt_kind;
 typedef enum { PREC_FP32, PREC_TF32, PREC_BF16 } prec_kind;
@@ -291,5 +294,12 @@ int main(int argc, char **argv) {
             k += snprintf(json + k, sizeof json - (size_t)k, "%s\"%s\": %.6f", k > 6 ? ", " : "", w->name, ms);
     }
     printf("%s}\n", json);
+#ifdef CG_HAVE_CUDA
+    if (gpu) { /* whether training took the fused epilogues */
+        char paths[512];
+        cg__cuda_gemm_paths_str(paths, sizeof paths);
+        printf("%s\n", paths);
+    }
+#endif
     return failed;
 }

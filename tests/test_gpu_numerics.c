@@ -21,6 +21,9 @@
 
 #include "backend.h"
 #include "cgrad/cuda.h"
+#ifdef CG_HAVE_CUDA
+#include "cuda/cuda_internal.h" /* cg__cuda_gemm_paths */
+#endif
 #include "cgt.h"
 #include "op_cases.h"
 
@@ -904,6 +907,17 @@ START_TEST(linear_shapes_fwd_bwd) {
     free(g);
     free(z);
     free(gm);
+#if defined(CG_HAVE_CUDA) && !defined(CG_GPU_SUITE_ON_CPU)
+    /* which paths ran: a descriptor bug would hide behind "Lt refused" and the fallbacks */
+    cg_cuda_gemm_paths p;
+    cg__cuda_gemm_paths(&p);
+    char line[512];
+    cg__cuda_gemm_paths_str(line, sizeof line);
+    printf("linear_shapes_fwd_bwd %s: %s\n", cg_dtype_name(dt), line);
+    ck_assert_msg(p.heuristic_errors == 0, "cuBLASLt's heuristic failed %lld times (last %s)", p.heuristic_errors,
+                  p.last_error);
+    if (dt == CG_F32) ck_assert_msg(p.fused[CG_EPI_BIAS] > 0, "the bias epilogue never ran fused: %s", line);
+#endif
 }
 END_TEST
 

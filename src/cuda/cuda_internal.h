@@ -104,6 +104,22 @@ typedef enum cg_cuda_epilogue {
 } cg_cuda_epilogue;
 cg_status cg_cuda_gemm_ex(cg_cuda_ctx *ctx, cg_dtype dt, int ta, int tb, int64_t M, int64_t N, int64_t K,
                           const void *A, const void *B, void *C, cg_cuda_epilogue epi, const void *bias, void *aux);
+#define CG_EPI_COUNT 5
+/* Which path the gemms took since the process started, for tests and benchmarks (a device
+ * run must show that the fused paths ran, not only that results match): cuBLASLt or the
+ * cuBLAS fallback (epilogue NONE), per epilogue fused by Lt or sent back to the caller's
+ * unfused path. Heuristic queries that failed with anything but NOT_SUPPORTED (taken as
+ * "Lt refused", so results stay right) are counted apart with the last status name: a
+ * descriptor bug would show there. */
+typedef struct cg_cuda_gemm_paths {
+    long long lt, fallback;
+    long long fused[CG_EPI_COUNT], unfused[CG_EPI_COUNT];
+    long long heuristic_errors;
+    char last_error[64];
+} cg_cuda_gemm_paths;
+void cg__cuda_gemm_paths(cg_cuda_gemm_paths *out);
+/* One line of them: "gemm paths: Lt 12, cuBLAS 0; epilogues fused/unfused: bias 3/0, ..." */
+void cg__cuda_gemm_paths_str(char *buf, size_t n);
 
 /* ---- cuDNN twins (cudnn_ops.c): CG_E_UNSUPPORTED when the case is not covered, so the
  * caller falls back to its own kernel (no error message is kept in that case). ---- */

@@ -19,19 +19,22 @@
  * their values. A refused epilogue returns CG_E_UNSUPPORTED; callers keep their own
  * unfused path. */
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "cuda_internal.h"
 
 #define CACHE_SIZE 512
 
-typedef struct algo_key {
-    int dev;
+typedef struct algo_key { /* no padding (compared with memcmp, copied by assignment) */
+    int64_t dev;
     int64_t M, N, K;
     int ta, tb, dt, prec, epi;
     uint32_t align_a, align_b, align_c; /* pointer alignments (bytes, <= 256): the algorithm depends on them */
     uint32_t align_bias, align_aux;     /* epilogue pointers (0 when unused): the heuristic reads them too */
 } algo_key;
+
+_Static_assert(sizeof(algo_key) == 8 * 4 + 4 * 5 + 4 * 5, "algo_key has padding");
 
 typedef struct algo_entry {
     algo_key key;
@@ -43,6 +46,45 @@ typedef struct algo_entry {
 static pthread_mutex_t g_cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static algo_entry g_cache[CACHE_SIZE];
 static int g_cache_next;
+static cg_cuda_gemm_paths g_paths; /* under g_cache_lock */
+
+void cg__cuda_gemm_paths(cg_cuda_gemm_paths *out) {
+    pthread_mutex_lock(&g_cache_lock);
+    *out = g_paths;
+    pthread_mutex_unlock(&g_cache_lock);
+}
+
+void cg__cuda_gemm_paths_str(char *buf, size_t n) {
+    cg_cuda_gemm_paths p;
+    cg__cuda_gemm_paths(&p);
+    snprintf(buf, n,
+             "gemm paths: Lt %lld, cuBLAS %lld; epilogues fused/unfused: bias %lld/%lld, relu+bias %lld/%lld, "
+             "gelu+bias %lld/%lld, bgrad %lld/%lld; heuristic errors %lld%s%s",
+             p.lt, p.fallback, p.fused[CG_EPI_BIAS], p.unfused[CG_EPI_BIAS], p.fused[CG_EPI_RELU_BIAS],
+             p.unfused[CG_EPI_RELU_BIAS], p.fused[CG_EPI_GELU_BIAS], p.unfused[CG_EPI_GELU_BIAS], p.fused[CG_EPI_BGRAD],
+             p.unfused[CG_EPI_BGRAD], p.heuristic_errors, p.heuristic_errors ? ", last " : "", p.last_error);
+}
+
+enum { PATH_EMPTY, PATH_LT, PATH_BLAS, PATH_REFUSED };
+
+static void count_path(int epi, int path) {
+    pthread_mutex_lock(&g_cache_lock);
+    if (epi == CG_EPI_NONE) {
+        if (path == PATH_LT) g_paths.lt++;
+        else if (path == PATH_BLAS) g_paths.fallback++;
+    } else if (epi > 0 && epi < CG_EPI_COUNT) {
+        if (path == PATH_LT) g_paths.fused[epi]++;
+        else if (path == PATH_REFUSED) g_paths.unfused[epi]++;
+    }
+    pthread_mutex_unlock(&g_cache_lock);
+}
+
+static void count_heuristic_error(cublasStatus_t hs) {
+    pthread_mutex_lock(&g_cache_lock);
+    g_paths.heuristic_errors++;
+    snprintf(g_paths.last_error, sizeof g_paths.last_error, "%s", cublasGetStatusName(hs));
+    pthread_mutex_unlock(&g_cache_lock);
+}
 
 static int key_eq(const algo_key *a, const algo_key *b) { return memcmp(a, b, sizeof *a) == 0; }
 
@@ -166,8 +208,10 @@ static cg_status blas_fallback(cg_cuda_ctx *ctx, cg_dtype dt, int prec, int ta, 
                                   CUBLAS_GEMM_DEFAULT));
 }
 
-cg_status cg_cuda_gemm_ex(cg_cuda_ctx *ctx, cg_dtype dt, int ta, int tb, int64_t M, int64_t N, int64_t K,
-                          const void *A, const void *B, void *C, cg_cuda_epilogue epi, const void *bias, void *aux) {
+static cg_status gemm_ex_impl(cg_cuda_ctx *ctx, cg_dtype dt, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                              const void *A, const void *B, void *C, cg_cuda_epilogue epi, const void *bias, void *aux,
+                              int *path) {
+    *path = PATH_REFUSED; /* what every CG_E_UNSUPPORTED below means */
     if (dt != CG_F32 && dt != CG_F64)
         return CG_FAIL(CG_E_DTYPE, "matmul: dtype %s not supported on cuda; use f32 or f64", cg_dtype_name(dt));
     if (M > INT_MAX || N > INT_MAX || K > INT_MAX)
@@ -186,6 +230,7 @@ cg_status cg_cuda_gemm_ex(cg_cuda_ctx *ctx, cg_dtype dt, int ta, int tb, int64_t
         return CG_FAIL(CG_E_UNSUPPORTED, "matmul epilogue: GELU aux ld %lld is not a multiple of 8", (long long)N);
     if (epi == CG_EPI_BGRAD && M > 0 && (N == 0 || K == 0))
         return CG_FAIL(CG_E_UNSUPPORTED, "matmul epilogue: bias gradient of an empty product");
+    *path = PATH_EMPTY;
     if (M == 0 || N == 0) return CG_OK;
     if (K == 0) { /* empty sums: zeros (the epilogue would add the bias; not offered for K = 0) */
         if (epi != CG_EPI_NONE) return CG_FAIL(CG_E_SHAPE, "matmul epilogue: K = 0 is not supported");
@@ -193,7 +238,7 @@ cg_status cg_cuda_gemm_ex(cg_cuda_ctx *ctx, cg_dtype dt, int ta, int tb, int64_t
     }
     int prec = dt == CG_F64 ? 0 : (int)cg_cuda_get_matmul_precision();
     algo_key key;
-    memset(&key, 0, sizeof key); /* padding takes part in the comparison */
+    memset(&key, 0, sizeof key);
     key.dev = ctx->dev;
     key.M = M;
     key.N = N;
@@ -210,6 +255,7 @@ cg_status cg_cuda_gemm_ex(cg_cuda_ctx *ctx, cg_dtype dt, int ta, int tb, int64_t
     key.align_aux = aux ? ptr_align(aux) : 0;
     algo_entry e;
     int cached = cache_find(&key, &e);
+    *path = epi != CG_EPI_NONE ? PATH_REFUSED : PATH_BLAS;
     if (cached && e.refused) {
         if (epi != CG_EPI_NONE) return CG_FAIL(CG_E_UNSUPPORTED, "matmul epilogue: cuBLASLt has no algorithm for this case");
         return blas_fallback(ctx, dt, prec, ta, tb, M, N, K, A, B, C);
@@ -243,6 +289,7 @@ cg_status cg_cuda_gemm_ex(cg_cuda_ctx *ctx, cg_dtype dt, int ta, int tb, int64_t
         if (hs == CUBLAS_STATUS_SUCCESS)
             hs = cublasLtMatmulAlgoGetHeuristic(ctx->lt, l.op, l.a, l.b, l.c, l.c, pref, 1, &res, &nres);
         if (pref) cublasLtMatmulPreferenceDestroy(pref);
+        if (hs != CUBLAS_STATUS_SUCCESS && hs != CUBLAS_STATUS_NOT_SUPPORTED) count_heuristic_error(hs);
         if (hs != CUBLAS_STATUS_SUCCESS || nres < 1) {
             e.refused = 1;
         } else {
@@ -270,8 +317,17 @@ cg_status cg_cuda_gemm_ex(cg_cuda_ctx *ctx, cg_dtype dt, int ta, int tb, int64_t
             return blas_fallback(ctx, dt, prec, ta, tb, M, N, K, A, B, C);
         }
         st = cg__cublas_status(ms, "cublasLtMatmul", __FILE__, __LINE__);
+        *path = PATH_LT;
     }
     lt_free(&l);
+    return st;
+}
+
+cg_status cg_cuda_gemm_ex(cg_cuda_ctx *ctx, cg_dtype dt, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                          const void *A, const void *B, void *C, cg_cuda_epilogue epi, const void *bias, void *aux) {
+    int path = PATH_EMPTY;
+    cg_status st = gemm_ex_impl(ctx, dt, ta, tb, M, N, K, A, B, C, epi, bias, aux, &path);
+    if (st == CG_OK || st == CG_E_UNSUPPORTED) count_path((int)epi, path);
     return st;
 }
 
