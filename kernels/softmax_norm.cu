@@ -667,9 +667,34 @@ __global__ void bn_stats_kernel(int64_t N, int64_t C, int64_t S, const T *__rest
     }
 }
 
+// f32 statistics are merged in float, the CPU's in double: a channel whose mean or M2 came
+// out non-finite (values beyond ~1.8e19 overflow dl * dl, or inf / NaN in the data) is
+// redone from x in double, two passes like the CPU (a strided column walk, for such channels
+// only); ordinary channels keep the float result.
+// The running statistics and rstd of such a channel are then computed in double too, like
+// the CPU (var * N alone can overflow float).
+__device__ bool bn_redo_double(int64_t N, int64_t C, int64_t c, const float *x, float mean, float var, double *md,
+                               double *vd) {
+    if (isfinite(mean) && isfinite(var)) return false;
+    double s = 0.0, q = 0.0;
+    for (int64_t r = 0; r < N; r++) s += (double)x[r * C + c];
+    double m = s / (double)N;
+    for (int64_t r = 0; r < N; r++) {
+        double e = (double)x[r * C + c] - m;
+        q += e * e;
+    }
+    *md = m;
+    *vd = q / (double)N;
+    return true;
+}
+__device__ bool bn_redo_double(int64_t, int64_t, int64_t, const double *, double, double, double *, double *) {
+    return false;
+}
+
 template <typename T>
-__global__ void bn_finalize_kernel(int64_t N, int64_t C, int64_t S, T eps, T mom, const T *__restrict__ pmean,
-                                   const T *__restrict__ pm2, T *run_mean, T *run_var, T *__restrict__ mean, T *__restrict__ rstd) {
+__global__ void bn_finalize_kernel(int64_t N, int64_t C, int64_t S, T eps, T mom, const T *__restrict__ x,
+                                   const T *__restrict__ pmean, const T *__restrict__ pm2, T *run_mean, T *run_var,
+                                   T *__restrict__ mean, T *__restrict__ rstd) {
     CG_GRID_STRIDE(c, C) {
         int64_t L = (N + S - 1) / S;
         wf<T> t{T(0), T(0), T(0)};
@@ -679,6 +704,15 @@ __global__ void bn_finalize_kernel(int64_t N, int64_t C, int64_t S, T eps, T mom
             t = wf_merge(t, wf<T>{n, pmean[k * C + c], pm2[k * C + c]});
         }
         T var = t.m2 / T(N);
+        double md, vd;
+        if (bn_redo_double(N, C, c, x, t.mean, var, &md, &vd)) {
+            double m = (double)mom;
+            if (run_mean) run_mean[c] = (T)((1.0 - m) * (double)run_mean[c] + m * md);
+            if (run_var) run_var[c] = (T)((1.0 - m) * (double)run_var[c] + m * vd * (double)N / (double)(N - 1));
+            mean[c] = (T)md;
+            rstd[c] = (T)(1.0 / sqrt(vd + (double)eps));
+            continue;
+        }
         if (run_mean) run_mean[c] = (T(1) - mom) * run_mean[c] + mom * t.mean;
         if (run_var) run_var[c] = (T(1) - mom) * run_var[c] + mom * var * T(N) / T(N - 1);
         mean[c] = t.mean;
@@ -795,8 +829,9 @@ extern "C" cudaError_t cg_cuda_batchnorm(int dt, int training, int64_t N, int64_
         if (training) {
             dim3 grid((unsigned)((C + 31) / 32), (unsigned)S);
             bn_stats_kernel<T><<<grid, dim3(32, 8), 0, s>>>(N, C, S, (const T *)x, pm, pq);
-            bn_finalize_kernel<T><<<cg_blocks_for(C), CG_THREADS, 0, s>>>(N, C, S, (T)eps, (T)momentum, pm, pq, (T *)run_mean,
-                                                                           (T *)run_var, (T *)mean, (T *)rstd);
+            bn_finalize_kernel<T><<<cg_blocks_for(C), CG_THREADS, 0, s>>>(N, C, S, (T)eps, (T)momentum, (const T *)x, pm,
+                                                                           pq, (T *)run_mean, (T *)run_var, (T *)mean,
+                                                                           (T *)rstd);
         } else {
             bn_eval_stats_kernel<T><<<cg_blocks_for(C), CG_THREADS, 0, s>>>(C, (T)eps, (const T *)run_mean,
                                                                             (const T *)run_var, (T *)mean, (T *)rstd);

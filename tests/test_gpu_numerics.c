@@ -507,6 +507,45 @@ static void bn_shapes(cg_dtype dt, double tol_mul) {
 START_TEST(batchnorm_shapes) { bn_shapes(_i % 2 ? CG_F64 : CG_F32, 10); }
 END_TEST
 
+/* f32 BatchNorm with a value far out (1e20: its squared deviation overflows float, where the
+ * CPU's double statistics do not) in one channel, one chunk (N 64) and several (N 600), the
+ * scalar and the float4 kernels (C 5, 64): forward, backward and the running statistics
+ * match the CPU and are finite. */
+START_TEST(batchnorm_huge_values_like_cpu) {
+    cgt_rand r = cgt_rand_make("batchnorm huge");
+    static const int64_t S[][2] = {{64, 5}, {600, 64}};
+    for (size_t k = 0; k < 2; k++) {
+        int64_t N = S[k][0], C = S[k][1];
+        double *x = randn_arr(&r, N * C, 0.5, 2.0), *g = randn_arr(&r, C, 1, 0.5), *b = randn_arr(&r, C, 0, 0.5);
+        double *rm = randn_arr(&r, C, 0, 0.3), *rv = randn_arr(&r, C, 1, 0.1);
+        x[3 * C + 2] = 1e20;
+        x[(N - 1) * C + C - 1] = -3e19;
+        int training = 1;
+        spec s = {.n_in = 5, .v = {x, g, b, rm, rv}, .ndim = {2, 1, 1, 1, 1},
+                  .shape = {{N, C}, {C}, {C}, {C}, {C}}, .kind = {CG_F32, CG_F32, CG_F32, CG_F32, CG_F32},
+                  .diff = {1, 1, 1, 0, 0}};
+        compare_spec("batchnorm huge values", &s, ap_bn, &training, CG_F32, 10);
+        double *after[2][2];
+        for (int dv = 0; dv < 2; dv++) {
+            cg_tensor *t[5], *out = NULL;
+            const double *v[5] = {x, g, b, rm, rv};
+            int64_t sh[5][2] = {{N, C}, {C}, {C}, {C}, {C}};
+            for (int i = 0; i < 5; i++) t[i] = cgt_tensor(v[i], sh[i], i ? 1 : 2, CG_F32, dv ? GPU : CG_CPU);
+            CGT_OK(cg_batchnorm(t[0], t[1], t[2], t[3], t[4], 1, 0.1, 1e-5, &out));
+            cg_tensor_release(out);
+            after[dv][0] = cgt_read(t[3]);
+            after[dv][1] = cgt_read(t[4]);
+            for (int i = 0; i < 5; i++) cg_tensor_release(t[i]);
+        }
+        ck_assert(cgt_all_finite(after[1][0], C) && cgt_all_finite(after[1][1], C));
+        CGT_ASSERT_CLOSE_ARR(after[1][0], after[0][0], C, gpu_tol(CG_F32, 10), "huge values: running_mean");
+        CGT_ASSERT_CLOSE_ARR(after[1][1], after[0][1], C, gpu_tol(CG_F32, 10), "huge values: running_var");
+        for (int dv = 0; dv < 2; dv++) free(after[dv][0]), free(after[dv][1]);
+        free(x), free(g), free(b), free(rm), free(rv);
+    }
+}
+END_TEST
+
 /* ---------------------------------------------------------------- cuDNN twins */
 
 START_TEST(cudnn_twins_match_cpu) {
@@ -1527,6 +1566,7 @@ static Suite *suite(void) {
     tcase_add_loop_test(tc, broadcast_shapes, 0, 2);
     tcase_add_test(tc, div_backward_extreme_b);
     tcase_add_loop_test(tl, batchnorm_shapes, 0, 2);
+    tcase_add_test(tc, batchnorm_huge_values_like_cpu);
 #if !defined(CG_GPU_SUITE_ON_CPU) || defined(CG_HAVE_CUDA) /* cg_cuda_set_* need the CUDA build */
     tcase_add_test(tc, cudnn_twins_match_cpu);
 #endif
