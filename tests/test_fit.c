@@ -334,6 +334,12 @@ START_TEST(nan_after_a_full_window_rolls_back) {
         CGT_OK(cg_slice_rows(x, 0, 80, &x80));
         CGT_OK(cg_slice_rows(y, 0, 80, &y80));
         CGT_OK(cg_model_fit(mm[1], x80, y80, &fc, NULL));
+        if (clip) { /* the gated step's norm, read when asked for: the last step's, before clipping */
+            double gn = -1;
+            CGT_OK(cg_optimizer_get_last_grad_norm(cg_model_optimizer(mm[1]), &gn));
+            ck_assert_msg(isfinite(gn) && gn > 0, "last gradient norm %g", gn);
+            CGT_ASSERT_CLOSE(cg_optimizer_last_grad_norm(cg_model_optimizer(mm[1])), gn, 0);
+        }
         ck_assert_int_eq(cg_optimizer_steps(cg_model_optimizer(mm[0])), 80);
         ck_assert_int_eq(cg_optimizer_schedule_pos(cg_model_optimizer(mm[0])), 80);
         /* one more clean epoch on both: equal only if moments and bias-correction counts agree */

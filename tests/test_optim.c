@@ -299,6 +299,10 @@ START_TEST(clip_grad_norm_global) {
     CGT_OK(cg_optimizer_step(o));
     CGT_ASSERT_CLOSE(val(p, 1), -4 * k, 1e-15);
     CGT_ASSERT_CLOSE(cg_optimizer_last_grad_norm(o), 5.0, 1e-15);
+    double gn = 0;
+    CGT_OK(cg_optimizer_get_last_grad_norm(o, &gn));
+    CGT_ASSERT_CLOSE(gn, 5.0, 1e-15);
+    CGT_FAILS(cg_optimizer_get_last_grad_norm(o, NULL), CG_E_INVALID, "NULL");
     /* a NaN gradient is reported and leaves the parameters alone */
     double bad[2] = {NAN, 1};
     cg_tensor *bt = cgt_tensor(bad, &n, 1, CG_F64, CG_CPU);

@@ -90,7 +90,11 @@ CG_API int64_t cg_optimizer_steps(const cg_optimizer *o);
 CG_API int64_t cg_optimizer_schedule_pos(const cg_optimizer *o);
 CG_API void cg_optimizer_set_schedule_pos(cg_optimizer *o, int64_t t);
 CG_API const cg_optim_config *cg_optimizer_config(const cg_optimizer *o);
-/* Global gradient norm before clipping, as measured by the last step (0 when not clipping). */
+/* Global gradient norm before clipping, as measured by the last step (0 when not clipping).
+ * On a device the norm is read when asked for (a host wait); the status says whether that
+ * read worked (a device error, or a data error a kernel reported meanwhile). */
+CG_API cg_status cg_optimizer_get_last_grad_norm(const cg_optimizer *o, double *norm);
+/* The same as a value: NaN when the read fails (cg_last_error() says why). */
 CG_API double cg_optimizer_last_grad_norm(const cg_optimizer *o);
 
 /* Scales the gradients of params so their global L2 norm is at most max_norm

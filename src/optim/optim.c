@@ -216,11 +216,23 @@ void cg_optimizer_set_schedule_pos(cg_optimizer *o, int64_t t) {
     if (o) o->sched_pos = t;
 }
 const cg_optim_config *cg_optimizer_config(const cg_optimizer *o) { return o ? &o->cfg : NULL; }
+cg_status cg_optimizer_get_last_grad_norm(const cg_optimizer *o, double *norm) {
+    CG_ARG_NOT_NULL(o, "cg_optimizer_get_last_grad_norm");
+    CG_ARG_NOT_NULL(norm, "cg_optimizer_get_last_grad_norm");
+    *norm = NAN;
+    if (!o->norm_pending) {
+        *norm = o->last_norm;
+        return CG_OK;
+    }
+    double s; /* read lazily: the training loop's steps do not wait for it */
+    CG_TRY(cg__read_f64(o->sq, &s, 1));
+    *norm = sqrt(s);
+    return CG_OK;
+}
 double cg_optimizer_last_grad_norm(const cg_optimizer *o) {
     if (!o) return 0;
-    if (!o->norm_pending) return o->last_norm;
-    double s; /* read lazily: the training loop's steps do not wait for it */
-    return cg__read_f64(o->sq, &s, 1) == CG_OK ? sqrt(s) : NAN;
+    double v;
+    return cg_optimizer_get_last_grad_norm(o, &v) == CG_OK ? v : NAN;
 }
 double cg_optimizer_last_lr(const cg_optimizer *o) { return o ? (o->steps ? o->last_lr : cg_optimizer_lr(o)) : 0; }
 
