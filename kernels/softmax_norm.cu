@@ -122,7 +122,7 @@ __global__ void softmax_warp_kernel(int64_t rows, int d, int logsm, const T *__r
 }
 
 template <typename T>
-__global__ void softmax_block_kernel(int64_t rows, int64_t d, int logsm, int cache, const T *__restrict__ x, T *__restrict__ y) {
+__global__ void __launch_bounds__(1024, 1) softmax_block_kernel(int64_t rows, int64_t d, int logsm, int cache, const T *__restrict__ x, T *__restrict__ y) {
     extern __shared__ unsigned char smem_raw[];
     T *row_sm = (T *)smem_raw;
     __shared__ ms<T> sh[32];
@@ -199,7 +199,7 @@ __global__ void softmax_bwd_warp_kernel(int64_t rows, int d, int logsm, const T 
 }
 
 template <typename T>
-__global__ void softmax_bwd_block_kernel(int64_t d, int logsm, const T *__restrict__ y, const T *__restrict__ g,
+__global__ void __launch_bounds__(1024, 1) softmax_bwd_block_kernel(int64_t d, int logsm, const T *__restrict__ y, const T *__restrict__ g,
                                          T *__restrict__ dx) {
     __shared__ T sh[32];
     int64_t row = blockIdx.x;
@@ -298,7 +298,7 @@ __global__ void softmax_ce_warp_kernel(int64_t rows, int C, const T *__restrict_
 }
 
 template <typename T>
-__global__ void softmax_ce_block_kernel(int64_t C, const T *__restrict__ x, const void *labels, int lab64, T ls, T gs, int cache,
+__global__ void __launch_bounds__(1024, 1) softmax_ce_block_kernel(int64_t C, const T *__restrict__ x, const void *labels, int lab64, T ls, T gs, int cache,
                                         T *__restrict__ loss, T *__restrict__ grad, cg_cuda_err_sink err) {
     extern __shared__ unsigned char smem_raw[];
     T *row_sm = (T *)smem_raw;
@@ -435,7 +435,7 @@ __global__ void layernorm_warp_kernel(int64_t rows, int d, T eps, const T *__res
 }
 
 template <typename T>
-__global__ void layernorm_block_kernel(int64_t d, T eps, int cache, const T *__restrict__ x, const T *__restrict__ gamma,
+__global__ void __launch_bounds__(1024, 1) layernorm_block_kernel(int64_t d, T eps, int cache, const T *__restrict__ x, const T *__restrict__ gamma,
                                        const T *__restrict__ beta, T *__restrict__ y, T *__restrict__ mean,
                                        T *__restrict__ rstd) {
     extern __shared__ unsigned char smem_raw[];
