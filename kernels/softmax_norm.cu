@@ -532,7 +532,7 @@ __global__ void layernorm_bwd_kernel(int64_t rows, int64_t d, int smem_acc, cons
                                      T *__restrict__ dx, T *__restrict__ part, int want_params) {
     extern __shared__ unsigned char smem_raw[];
     __shared__ T sh[32];
-    T *acc = smem_acc ? (T *)smem_raw : part + (int64_t)blockIdx.x * 2 * d;
+    T *acc = smem_acc ? (T *)smem_raw : part ? part + (int64_t)blockIdx.x * 2 * d : nullptr; // part: NULL for dx only
     if (want_params)
         for (int64_t j = threadIdx.x; j < 2 * d; j += blockDim.x) acc[j] = T(0);
     __syncthreads(); // acc[d + j] is zeroed by another thread than column j's owner
