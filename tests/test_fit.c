@@ -419,6 +419,80 @@ START_TEST(failed_step_leaves_batchnorm_as_it_was) {
 }
 END_TEST
 
+/* A NaN at step 2 (absorbed by the device-side gate, seen only when the step log is read) and
+ * a label out of range at step 3 (on the CPU a failure at the step itself): the first failure
+ * is the one reported, and the model is as before step 2, like a run on the first batch. */
+START_TEST(earlier_gated_failure_comes_first) {
+    cg_tensor *x, *y;
+    blobs(64, &x, &y, "gated first");
+    float *xv = cg_tensor_data(x);
+    int64_t *yv = cg_tensor_data(y);
+    xv[20 * 6 + 3] = NAN; /* batch 16: step 2 */
+    yv[40] = 7;           /* step 3 */
+    cg_model *m = small_classifier(8), *twin = small_classifier(8);
+    cg_fit_config fc = quiet_config(1, 16);
+    fc.shuffle = 0;
+    CGT_FAILS(cg_model_fit(m, x, y, &fc, NULL), CG_E_NUMERIC, "step 2", "before this step");
+    cg_tensor *x16, *y16;
+    CGT_OK(cg_slice_rows(x, 0, 16, &x16));
+    CGT_OK(cg_slice_rows(y, 0, 16, &y16));
+    CGT_OK(cg_model_fit(twin, x16, y16, &fc, NULL));
+    ck_assert_int_eq(cg_optimizer_steps(cg_model_optimizer(m)), 1);
+    assert_same_state(m, twin, "after the failed fit");
+    for (int k = 0; k < 2; k++) CGT_OK(cg_model_fit(k ? twin : m, x16, y16, &fc, NULL));
+    assert_same_state(m, twin, "one clean epoch later");
+    cg_tensor_release(x16), cg_tensor_release(y16);
+    cg_model_free(m), cg_model_free(twin);
+    cg_tensor_release(x), cg_tensor_release(y);
+}
+END_TEST
+
+/* train_step whose optimizer step fails before any update (clip_norm with an infinite
+ * gradient norm; f32, a weight of 1.5e18, MSE summed: the loss is finite, its gradient is
+ * not): the BatchNorm statistics and counter the forward changed are put back too. */
+START_TEST(train_step_failing_update_keeps_batchnorm) {
+    cg_model *m;
+    CGT_OK(cg_model_create(CG_CPU, CG_F32, 1, &m));
+    CGT_OK(cg_model_add_batchnorm1d(m, 1, 0, 0));
+    CGT_OK(cg_model_add_linear(m, 1, 1, 1, CG_INIT_AUTO));
+    cg_optim_config o = cg_optim_sgd(0.1, 0, 0, 0);
+    o.clip_norm = 1.0;
+    cg_loss_config l = cg_loss_config_default(CG_LOSS_MSE);
+    l.reduction = CG_REDUCE_SUM;
+    CGT_OK(cg_model_compile(m, &o, &l, 0));
+    cg_tensor *p[4];
+    const char *names[4];
+    int n = 0;
+    CGT_OK(cg_model_parameters(m, p, names, 4, &n));
+    for (int i = 0; i < n; i++)
+        if (!strcmp(names[i], "1.weight")) {
+            cg_no_grad_begin();
+            CGT_OK(cg_tensor_fill(p[i], 1.5e18));
+            cg_no_grad_end();
+        }
+    double xv[100], yv[100];
+    for (int i = 0; i < 100; i++) xv[i] = (double)(i % 7 - 3), yv[i] = 0;
+    cg_tensor *x = host_tensor(xv, 100, 1, CG_F32), *y = host_tensor(yv, 100, 1, CG_F32);
+    cg_state_dict *before, *after;
+    CGT_OK(cg_model_state_dict(m, &before));
+    double loss = 0;
+    CGT_FAILS(cg_model_train_step(m, x, y, &loss), CG_E_NUMERIC, "norm");
+    ck_assert(isfinite(loss));
+    CGT_OK(cg_model_state_dict(m, &after));
+    for (size_t i = 0; i < cg_state_dict_count(before); i++) {
+        const char *name = cg_state_dict_name_at(before, i);
+        cg_tensor *a = cg_state_dict_tensor_at(before, i), *b = cg_state_dict_get(after, name);
+        int64_t k = cg_tensor_numel(a);
+        double *va = cgt_read(a), *vb = cgt_read(b);
+        ck_assert_msg(memcmp(va, vb, (size_t)k * sizeof *va) == 0, "%s changed: %g -> %g", name, va[0], vb[0]);
+        free(va), free(vb);
+    }
+    cg_state_dict_free(before), cg_state_dict_free(after);
+    cg_tensor_release(x), cg_tensor_release(y);
+    cg_model_free(m);
+}
+END_TEST
+
 START_TEST(history_export_progress_and_validation_set) {
     cg_tensor *x, *y, *xv, *yv;
     blobs(90, &x, &y, "hist");
@@ -582,6 +656,8 @@ int main(void) {
     tcase_add_test(tc, nan_after_a_full_window_rolls_back);
     tcase_add_test(tc, nan_after_a_full_window_restores_batchnorm);
     tcase_add_test(tc, failed_step_leaves_batchnorm_as_it_was);
+    tcase_add_test(tc, earlier_gated_failure_comes_first);
+    tcase_add_test(tc, train_step_failing_update_keeps_batchnorm);
     tcase_add_test(tc, history_export_progress_and_validation_set);
     tcase_add_test(tc, fashion_mnist_subset);
     tcase_add_test(tc, cpu_and_gpu_loss_curves_agree);

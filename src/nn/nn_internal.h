@@ -105,6 +105,9 @@ cg_status cg__optimizer_move(cg_optimizer *o, cg_device dev);
  * or 0 * the gradients' sum first, so a non-finite gradient skips this step and all later
  * gated ones. */
 cg_status cg__optimizer_step_gated(cg_optimizer *o, cg_tensor *gate);
+/* cg_optimizer_step; *updated says whether any parameter may have changed (0: a failure
+ * came before the first update, e.g. a non-finite clipping norm). */
+cg_status cg__optimizer_step_ex(cg_optimizer *o, int *updated);
 /* Takes back the step counters of the last n steps, which the gate turned into no-ops. */
 void cg__optimizer_unstep(cg_optimizer *o, int64_t n);
 

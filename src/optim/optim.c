@@ -306,8 +306,9 @@ static cg_status device_sumsq(cg_optimizer *o, cg_device dev) {
  * every later gated one. wait: read
  * the clipping norm on the host and fail with CG_E_NUMERIC when it is not finite (the public
  * step); otherwise nothing waits for the device. */
-static cg_status step_impl(cg_optimizer *o, cg_tensor *gate, int wait) {
+static cg_status step_impl(cg_optimizer *o, cg_tensor *gate, int wait, int *updated) {
     const cg_optim_config *c = &o->cfg;
+    *updated = 0;
     if (o->model) CG_TRY(cg__model_ensure_built(o->model));
     const cg_tensor *clip_sq = NULL;
     cg_device dev = {0};
@@ -377,6 +378,7 @@ static cg_status step_impl(cg_optimizer *o, cg_tensor *gate, int wait) {
             .clip_sumsq = clip_sq,
             .clip_max = c->clip_norm,
         };
+        *updated = 1; /* from here a failure may leave a parameter changed */
         CG_TRY(cg__backend(p->st->dev)->optim(&call));
         cg__bump_version(p);
         o->gsteps[i]++;
@@ -388,11 +390,20 @@ static cg_status step_impl(cg_optimizer *o, cg_tensor *gate, int wait) {
 }
 
 cg_status cg_optimizer_step(cg_optimizer *o) {
-    CG_ARG_NOT_NULL(o, "cg_optimizer_step");
-    return step_impl(o, NULL, 1);
+    int updated;
+    return cg__optimizer_step_ex(o, &updated);
 }
 
-cg_status cg__optimizer_step_gated(cg_optimizer *o, cg_tensor *gate) { return step_impl(o, gate, 0); }
+cg_status cg__optimizer_step_ex(cg_optimizer *o, int *updated) {
+    *updated = 0;
+    CG_ARG_NOT_NULL(o, "cg_optimizer_step");
+    return step_impl(o, NULL, 1, updated);
+}
+
+cg_status cg__optimizer_step_gated(cg_optimizer *o, cg_tensor *gate) {
+    int updated;
+    return step_impl(o, gate, 0, &updated);
+}
 
 void cg__optimizer_unstep(cg_optimizer *o, int64_t n) {
     if (!o || n <= 0) return;

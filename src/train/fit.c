@@ -58,11 +58,13 @@ static cg_status train_batch(cg_model *m, cg_step_ring *ring, const cg_tensor *x
     if (st == CG_OK && !isfinite(v))
         st = CG_FAIL(CG_E_NUMERIC, "loss is %g; nothing was updated", v);
     if (st == CG_OK) st = cg_backward(l);
-    if (st != CG_OK) {
+    int updated = 0;
+    if (st == CG_OK) st = cg__optimizer_step_ex(m->opt, &updated);
+    if (st != CG_OK && !updated) { /* e.g. a non-finite clipping norm: nothing was updated */
         cg_status rs = cg__step_ring_restore(m, ring, 0);
         return rs != CG_OK ? rs : st;
     }
-    return cg_optimizer_step(m->opt);
+    return st;
 }
 
 static cg_status need_compiled(const cg_model *m, const char *fn) {
@@ -316,6 +318,20 @@ static cg_status step_log_read(cg_model *m, step_log *g, epoch_sums *e, cg_progr
     return CG_OK;
 }
 
+/* After a step failed on the host: a step earlier in the window may have failed on the device
+ * already (a NaN the gate absorbed). That failure came first: it is reported, and the steps
+ * from it on are taken back (the failed step's own state was put back by fit_step, so the ring
+ * reaches back from there). Otherwise the step's own failure stands. */
+static cg_status step_log_settle(cg_model *m, step_log *g, cg_status st, epoch_sums *e, cg_progress *prog,
+                                 int want_acc, int epoch, int64_t spe) {
+    char keep[1024];
+    snprintf(keep, sizeof keep, "%s", cg_last_error());
+    cg_status rs = step_log_read(m, g, e, prog, want_acc, epoch, spe);
+    if (rs != CG_OK) return rs;
+    cg__restore_error(keep);
+    return st;
+}
+
 /* ---- fit ---- */
 
 typedef struct grad_watch {
@@ -491,7 +507,10 @@ cg_status cg_model_fit(cg_model *m, const cg_tensor *x, const cg_tensor *y, cons
             gw.step = step;
             st = fit_step(m, &slog, xb, yb, want_acc, grad_hook, &gw);
             cg_scope_end();
-            if (st != CG_OK) goto fail;
+            if (st != CG_OK) {
+                st = step_log_settle(m, &slog, st, &sums, &prog, want_acc, epoch, spe);
+                goto fail;
+            }
             if (slog.n == LOG_WINDOW || cg__progress_due(&prog))
                 CG_CHECK_GOTO(step_log_read(m, &slog, &sums, &prog, want_acc, epoch, spe));
         }
