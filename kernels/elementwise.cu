@@ -129,33 +129,48 @@ extern "C" cudaError_t cg_cuda_binary_bwd(int dt, int op, const cg_cuda_bcast *g
 
 // ---------------------------------------------------------------- scale
 
-template <typename T> __global__ void scale_kernel(int64_t n, T alpha, T beta, const T *__restrict__ x, T *__restrict__ y) {
-    CG_GRID_STRIDE(i, n) y[i] = alpha * x[i] + beta;
+// y = alpha x (+ beta) in double with explicit roundings (no fma), then rounded to T: the
+// CPU's (T)(alpha * (double)x + beta) (forward) and (T)(alpha * (double)g) (backward, no
+// add: -0 + 0 would be +0) bit for bit; alpha and beta keep their double value (a float alpha
+// would overflow or vanish where the CPU's does not).
+template <typename T, bool ADD> __device__ __forceinline__ T scale_one(T x, double alpha, double beta) {
+    double p = __dmul_rn(alpha, (double)x);
+    return (T)(ADD ? __dadd_rn(p, beta) : p);
 }
 
-__global__ void scale_vec4_kernel(int64_t n4, float alpha, float beta, const float4 *x, float4 *y) {
+template <typename T, bool ADD>
+__global__ void scale_kernel(int64_t n, double alpha, double beta, const T *__restrict__ x, T *__restrict__ y) {
+    CG_GRID_STRIDE(i, n) y[i] = scale_one<T, ADD>(x[i], alpha, beta);
+}
+
+template <bool ADD> __global__ void scale_vec4_kernel(int64_t n4, double alpha, double beta, const float4 *x, float4 *y) {
     CG_GRID_STRIDE(i, n4) {
         float4 v = x[i];
-        v.x = alpha * v.x + beta;
-        v.y = alpha * v.y + beta;
-        v.z = alpha * v.z + beta;
-        v.w = alpha * v.w + beta;
+        v.x = scale_one<float, ADD>(v.x, alpha, beta);
+        v.y = scale_one<float, ADD>(v.y, alpha, beta);
+        v.z = scale_one<float, ADD>(v.z, alpha, beta);
+        v.w = scale_one<float, ADD>(v.w, alpha, beta);
         y[i] = v;
     }
 }
 
-extern "C" cudaError_t cg_cuda_scale(int dt, int64_t n, double alpha, double beta, const void *x, void *y,
-                                     cudaStream_t s) {
-    if (n == 0) return cudaSuccess;
+template <bool ADD> static cudaError_t scale_launch(int dt, int64_t n, double alpha, double beta, const void *x, void *y,
+                                                     cudaStream_t s) {
     if (dt == CG_F32 && n % 4 == 0 && cg_aligned16(x) && cg_aligned16(y)) {
-        scale_vec4_kernel<<<cg_blocks_for(n / 4), CG_THREADS, 0, s>>>(n / 4, (float)alpha, (float)beta,
-                                                                       (const float4 *)x, (float4 *)y);
+        scale_vec4_kernel<ADD><<<cg_blocks_for(n / 4), CG_THREADS, 0, s>>>(n / 4, alpha, beta, (const float4 *)x,
+                                                                           (float4 *)y);
         return cudaGetLastError();
     }
     CG_DISPATCH_FLOAT(dt, T, {
-        scale_kernel<T><<<cg_blocks_for(n), CG_THREADS, 0, s>>>(n, (T)alpha, (T)beta, (const T *)x, (T *)y);
+        scale_kernel<T, ADD><<<cg_blocks_for(n), CG_THREADS, 0, s>>>(n, alpha, beta, (const T *)x, (T *)y);
     });
     return cudaGetLastError();
+}
+
+extern "C" cudaError_t cg_cuda_scale(int dt, int64_t n, double alpha, double beta, int add_beta, const void *x, void *y,
+                                     cudaStream_t s) {
+    if (n == 0) return cudaSuccess;
+    return add_beta ? scale_launch<true>(dt, n, alpha, beta, x, y, s) : scale_launch<false>(dt, n, alpha, beta, x, y, s);
 }
 
 // ---------------------------------------------------------------- unary

@@ -1334,6 +1334,48 @@ START_TEST(fit_bad_label_like_cpu) {
 }
 END_TEST
 
+/* cg_scale forward and backward bit for bit like the CPU (computed in double, rounded once),
+ * f32 and f64, the float4 path (n % 4 == 0) and the scalar one, -0 kept in the backward, an
+ * alpha beyond float's range on tiny f32 values (finite on both). */
+START_TEST(scale_matches_cpu_bitwise) {
+    cgt_rand r = cgt_rand_make("scale bits");
+    static const double ab[3][2] = {{0.1, 1.0 / 3.0}, {-7.25, 0.0}, {1e40, 0.0}};
+    for (int dk = 0; dk < 2; dk++)
+        for (int64_t n = 1024; n <= 1027; n += 3)
+            for (int k = 0; k < 3; k++) {
+                cg_dtype dt = dk ? CG_F64 : CG_F32;
+                double *x = randn_arr(&r, n, 0, 1e3), *g = randn_arr(&r, n, 0, 1);
+                x[0] = -0.0, g[1] = -0.0, x[2] = 1e-38, x[3] = -3e-39;
+                if (k == 2)
+                    for (int64_t i = 4; i < n; i++) x[i] *= 1e-42; /* alpha x stays in range */
+                unsigned char *bytes[2][2];
+                size_t nb = (size_t)n * cg_dtype_size(dt);
+                for (int dv = 0; dv < 2; dv++) {
+                    cg_tensor *tx = cgt_tensor(x, &n, 1, dt, dv ? GPU : CG_CPU), *tg = cgt_tensor(g, &n, 1, dt, dv ? GPU : CG_CPU);
+                    CGT_OK(cg_tensor_set_requires_grad(tx, 1));
+                    cg_tensor *y = NULL;
+                    CGT_OK(cg_scale(tx, ab[k][0], ab[k][1], &y));
+                    CGT_OK(cg_backward_ex(y, tg, 0));
+                    bytes[dv][0] = malloc(nb), bytes[dv][1] = malloc(nb);
+                    CGT_OK(cg_tensor_to_host(y, bytes[dv][0], nb));
+                    CGT_OK(cg_tensor_to_host(cg_tensor_grad(tx), bytes[dv][1], nb));
+                    cg_tensor_release(y), cg_tensor_release(tx), cg_tensor_release(tg);
+                }
+                ck_assert_msg(memcmp(bytes[0][0], bytes[1][0], nb) == 0, "scale %s n %lld alpha %g: forward bits differ",
+                              cg_dtype_name(dt), (long long)n, ab[k][0]);
+                ck_assert_msg(memcmp(bytes[0][1], bytes[1][1], nb) == 0, "scale %s n %lld alpha %g: backward bits differ",
+                              cg_dtype_name(dt), (long long)n, ab[k][0]);
+                if (k == 2 && dt == CG_F32) {
+                    float v;
+                    memcpy(&v, bytes[1][0] + 8, 4);
+                    ck_assert_msg(isfinite(v) && fabsf(v - 1e2f) < 1e-3f, "alpha 1e40 on 1e-38: %g", v);
+                }
+                for (int dv = 0; dv < 2; dv++) free(bytes[dv][0]), free(bytes[dv][1]);
+                free(x), free(g);
+            }
+}
+END_TEST
+
 START_TEST(blas1_helpers_match_cpu) {
     cgt_rand r = cgt_rand_make("blas1");
     int64_t n = 100003;
@@ -1656,6 +1698,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, linear_no_outputs);
     tcase_add_test(tc, optimizers_match_cpu);
     tcase_add_test(tc, blas1_helpers_match_cpu);
+    tcase_add_test(tc, scale_matches_cpu_bitwise);
     tcase_add_test(tc, gated_optimizer_matches_cpu);
     tcase_add_test(tc, accuracy_count_matches_cpu);
     tcase_add_test(tc, fit_matches_cpu_and_rolls_back);

@@ -34,8 +34,9 @@ cudaError_t cg_cuda_binary(int dt, int op, const cg_cuda_bcast *g, const void *a
 cudaError_t cg_cuda_binary_bwd(int dt, int op, const cg_cuda_bcast *g, const void *gout, const void *a,
                                const void *b, void *ga_full, void *gb_full, cudaStream_t s);
 
-/* y = alpha*x + beta (=) */
-cudaError_t cg_cuda_scale(int dt, int64_t n, double alpha, double beta, const void *x, void *y, cudaStream_t s);
+/* y = alpha x + beta (add_beta) or alpha x (=), in double, rounded once to the dtype: the CPU's bits */
+cudaError_t cg_cuda_scale(int dt, int64_t n, double alpha, double beta, int add_beta, const void *x, void *y,
+                          cudaStream_t s);
 
 enum {
     CG_CUDA_EXP = 0, CG_CUDA_LOG, CG_CUDA_SQRT, CG_CUDA_SIGMOID, CG_CUDA_TANH, CG_CUDA_RELU, CG_CUDA_LEAKY_RELU,

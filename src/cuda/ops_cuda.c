@@ -307,7 +307,7 @@ fail:
 static cg_status scale_fwd(const cg_op_call *c) {
     CG_TRY(need_float(c, c->out->dtype));
     CTX(c->out);
-    return CG_CUDA_CALL(cg_cuda_scale((int)c->out->dtype, numel(c->out), c->p->alpha, c->p->beta, ptr(c->in[0]),
+    return CG_CUDA_CALL(cg_cuda_scale((int)c->out->dtype, numel(c->out), c->p->alpha, c->p->beta, 1, ptr(c->in[0]),
                                  ptr(c->out), ctx->stream));
 }
 
@@ -315,7 +315,8 @@ static cg_status scale_bwd(const cg_op_call *c, const cg_tensor *gout, cg_tensor
     if (!gin[0]) return CG_OK;
     CG_TRY(need_float(c, gout->dtype));
     CTX(gout);
-    return CG_CUDA_CALL(cg_cuda_scale((int)gout->dtype, numel(gout), c->p->alpha, 0.0, ptr(gout), ptr(gin[0]), ctx->stream));
+    return CG_CUDA_CALL(cg_cuda_scale((int)gout->dtype, numel(gout), c->p->alpha, 0.0, 0, ptr(gout), ptr(gin[0]),
+                                      ctx->stream));
 }
 
 static int unary_fn(const cg_op_call *c) {
