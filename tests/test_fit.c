@@ -167,6 +167,24 @@ static void assert_same_state(cg_model *a, cg_model *b, const char *what) {
     cg_state_dict_free(sa), cg_state_dict_free(sb);
 }
 
+/* After m's fit on (x, y) failed: m equals twin (built the same way) fitted one epoch on the
+ * first `rows` rows with batch `batch` (`steps` optimizer steps), and still does after one more
+ * clean epoch on both, which holds only if the dropout stream was put back too. */
+static void assert_like_clean_prefix(cg_model *m, cg_model *twin, const cg_tensor *x, const cg_tensor *y, int64_t rows,
+                                     int64_t batch, int64_t steps) {
+    cg_tensor *xp, *yp;
+    CGT_OK(cg_slice_rows(x, 0, rows, &xp));
+    CGT_OK(cg_slice_rows(y, 0, rows, &yp));
+    cg_fit_config one = quiet_config(1, batch);
+    one.shuffle = 0;
+    CGT_OK(cg_model_fit(twin, xp, yp, &one, NULL));
+    ck_assert_int_eq(cg_optimizer_steps(cg_model_optimizer(m)), steps);
+    assert_same_state(m, twin, "after the failed fit");
+    for (int k = 0; k < 2; k++) CGT_OK(cg_model_fit(k ? twin : m, xp, yp, &one, NULL));
+    assert_same_state(m, twin, "one clean epoch later");
+    cg_tensor_release(xp), cg_tensor_release(yp);
+}
+
 static void blobs(int64_t n, cg_tensor **x, cg_tensor **y, const char *tag) {
     cgt_rand r = cgt_rand_make(tag);
     double *xv = malloc((size_t)n * 6 * sizeof *xv), *yv = malloc((size_t)n * sizeof *yv);
@@ -280,28 +298,15 @@ START_TEST(nan_loss_stops_with_numeric_error) {
     /* row 40 becomes NaN: with shuffle off and batch 16 the third step fails */
     float *xv = cg_tensor_data(x);
     xv[40 * 6 + 2] = NAN;
-    cg_model *m = small_classifier(3);
+    cg_model *m = small_classifier(3), *twin = small_classifier(3);
     cg_fit_config fc = quiet_config(2, 16);
     fc.shuffle = 0;
-    /* weights after exactly two good steps, from a twin run on the clean prefix */
-    cg_model *twin = small_classifier(3);
-    cg_tensor *x32, *y32;
-    CGT_OK(cg_slice_rows(x, 0, 32, &x32));
-    CGT_OK(cg_slice_rows(y, 0, 32, &y32));
-    cg_fit_config one = quiet_config(1, 16);
-    one.shuffle = 0;
-    CGT_OK(cg_model_fit(twin, x32, y32, &one, NULL));
     CGT_FAILS(cg_model_fit(m, x, y, &fc, NULL), CG_E_NUMERIC, "epoch 1", "step 3");
     /* the failure is seen when the step log is read (end of the epoch here): the updates of
      * steps 3 and 4 were skipped on the device and their counters taken back; the BatchNorm
-     * statistics their forwards changed (NaN from step 3 on) are put back */
-    ck_assert_int_eq(cg_optimizer_steps(cg_model_optimizer(m)), 2);
-    assert_same_state(m, twin, "after the failed fit");
-    /* the dropout stream was put back too: one more clean epoch gives the same weights */
-    CGT_OK(cg_model_fit(m, x32, y32, &one, NULL));
-    CGT_OK(cg_model_fit(twin, x32, y32, &one, NULL));
-    assert_same_state(m, twin, "one clean epoch later");
-    cg_tensor_release(x32), cg_tensor_release(y32);
+     * statistics their forwards changed (NaN from step 3 on) and the dropout stream are put
+     * back: the model is that of exactly two good steps */
+    assert_like_clean_prefix(m, twin, x, y, 32, 16, 2);
     cg_model_free(m), cg_model_free(twin);
     cg_tensor_release(x), cg_tensor_release(y);
 }
@@ -367,15 +372,7 @@ START_TEST(nan_after_a_full_window_restores_batchnorm) {
     cg_fit_config fc = quiet_config(1, 2);
     fc.shuffle = 0;
     CGT_FAILS(cg_model_fit(m, x, y, &fc, NULL), CG_E_NUMERIC, "epoch 1", "step 81 of 100", "before this step");
-    cg_tensor *x160, *y160;
-    CGT_OK(cg_slice_rows(x, 0, 160, &x160));
-    CGT_OK(cg_slice_rows(y, 0, 160, &y160));
-    CGT_OK(cg_model_fit(twin, x160, y160, &fc, NULL));
-    ck_assert_int_eq(cg_optimizer_steps(cg_model_optimizer(m)), 80);
-    assert_same_state(m, twin, "after the failed fit");
-    for (int k = 0; k < 2; k++) CGT_OK(cg_model_fit(k ? twin : m, x160, y160, &fc, NULL));
-    assert_same_state(m, twin, "one clean epoch later");
-    cg_tensor_release(x160), cg_tensor_release(y160);
+    assert_like_clean_prefix(m, twin, x, y, 160, 2, 80);
     cg_model_free(m), cg_model_free(twin);
     cg_tensor_release(x), cg_tensor_release(y);
 }
@@ -392,11 +389,7 @@ START_TEST(failed_step_leaves_batchnorm_as_it_was) {
     cg_fit_config fc = quiet_config(1, 16);
     fc.shuffle = 0;
     CGT_FAILS(cg_model_fit(m, x, y, &fc, NULL), CG_E_INVALID, "label 3");
-    cg_tensor *x32, *y32;
-    CGT_OK(cg_slice_rows(x, 0, 32, &x32));
-    CGT_OK(cg_slice_rows(y, 0, 32, &y32));
-    CGT_OK(cg_model_fit(twin, x32, y32, &fc, NULL));
-    assert_same_state(m, twin, "after the bad label");
+    assert_like_clean_prefix(m, twin, x, y, 32, 16, 2);
     /* train_step */
     cg_tensor *xb, *yb;
     CGT_OK(cg_slice_rows(x, 0, 16, &xb));
@@ -413,7 +406,6 @@ START_TEST(failed_step_leaves_batchnorm_as_it_was) {
     for (int k = 0; k < 2; k++) CGT_OK(cg_model_train_step(k ? twin : m, xb, yb, &loss));
     assert_same_state(m, twin, "one clean step later");
     cg_tensor_release(xb), cg_tensor_release(yb);
-    cg_tensor_release(x32), cg_tensor_release(y32);
     cg_model_free(m), cg_model_free(twin);
     cg_tensor_release(x), cg_tensor_release(y);
 }
@@ -433,15 +425,7 @@ START_TEST(earlier_gated_failure_comes_first) {
     cg_fit_config fc = quiet_config(1, 16);
     fc.shuffle = 0;
     CGT_FAILS(cg_model_fit(m, x, y, &fc, NULL), CG_E_NUMERIC, "step 2", "before this step");
-    cg_tensor *x16, *y16;
-    CGT_OK(cg_slice_rows(x, 0, 16, &x16));
-    CGT_OK(cg_slice_rows(y, 0, 16, &y16));
-    CGT_OK(cg_model_fit(twin, x16, y16, &fc, NULL));
-    ck_assert_int_eq(cg_optimizer_steps(cg_model_optimizer(m)), 1);
-    assert_same_state(m, twin, "after the failed fit");
-    for (int k = 0; k < 2; k++) CGT_OK(cg_model_fit(k ? twin : m, x16, y16, &fc, NULL));
-    assert_same_state(m, twin, "one clean epoch later");
-    cg_tensor_release(x16), cg_tensor_release(y16);
+    assert_like_clean_prefix(m, twin, x, y, 16, 16, 1);
     cg_model_free(m), cg_model_free(twin);
     cg_tensor_release(x), cg_tensor_release(y);
 }

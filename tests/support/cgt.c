@@ -127,6 +127,23 @@ double *cgt_read(const cg_tensor *t) {
     return v;
 }
 
+double *cgt_gelu_tanh_grads(const double *xs, int64_t n, cg_dtype dt, cg_device dev, int via_linear) {
+    int64_t xshape[2] = {n, 1}, ws[2] = {1, 1};
+    cg_tensor *x = cgt_tensor(xs, xshape, 2, dt, dev), *w = cgt_tensor((double[]){1.0}, ws, 2, dt, dev);
+    CGT_OK(cg_tensor_set_requires_grad(x, 1));
+    CGT_OK(cg_scope_begin());
+    cg_tensor *y, *l;
+    if (via_linear) CGT_OK(cg_linear(x, w, NULL, CG_LINEAR_GELU_TANH, &y));
+    else CGT_OK(cg_gelu(x, CG_GELU_TANH, &y));
+    CGT_OK(cg_sum(y, -1, 0, &l));
+    CGT_OK(cg_sum(l, -1, 0, &l));
+    CGT_OK(cg_backward(l));
+    cg_scope_end();
+    double *g = cgt_read(cg_tensor_grad(x));
+    cg_tensor_release(x), cg_tensor_release(w);
+    return g;
+}
+
 double cgt_item(const cg_tensor *t) {
     double v = NAN;
     CGT_OK(cg_tensor_item(t, &v));

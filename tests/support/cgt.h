@@ -64,6 +64,10 @@ double cgt_item(const cg_tensor *t);
 double cgt_round_to(double v, cg_dtype dt);
 void cgt_round_array(double *v, int64_t n, cg_dtype dt);
 
+/* d sum(gelu_tanh(x)) / dx for x of shape (n, 1) in dt on dev, through cg_gelu or (via_linear)
+ * the fused linear with a weight of 1: a malloc'd array of n (asserts). */
+double *cgt_gelu_tanh_grads(const double *xs, int64_t n, cg_dtype dt, cg_device dev, int via_linear);
+
 /* ---- poisoning ---- */
 void cgt_poison_host(double *v, int64_t n); /* fill with NaN */
 void cgt_poison(cg_tensor *t);              /* fill a float tensor with NaN (asserts) */
