@@ -104,7 +104,7 @@ cg_status cg__optimizer_move(cg_optimizer *o, cg_device dev);
  * parameters' device): it never waits for the device. gate += 0 * the squared norm (clipping)
  * or 0 * the gradients' sum first, so a non-finite gradient skips this step and all later
  * gated ones. */
-cg_status cg__optimizer_step_gated(cg_optimizer *o, cg_tensor *gate);
+cg_status cg__optimizer_step_gated(cg_optimizer *o, cg_tensor *gate, int *updated);
 /* cg_optimizer_step; *updated says whether any parameter may have changed (0: a failure
  * came before the first update, e.g. a non-finite clipping norm). */
 cg_status cg__optimizer_step_ex(cg_optimizer *o, int *updated);

@@ -400,9 +400,8 @@ cg_status cg__optimizer_step_ex(cg_optimizer *o, int *updated) {
     return step_impl(o, NULL, 1, updated);
 }
 
-cg_status cg__optimizer_step_gated(cg_optimizer *o, cg_tensor *gate) {
-    int updated;
-    return step_impl(o, gate, 0, &updated);
+cg_status cg__optimizer_step_gated(cg_optimizer *o, cg_tensor *gate, int *updated) {
+    return step_impl(o, gate, 0, updated);
 }
 
 void cg__optimizer_unstep(cg_optimizer *o, int64_t n) {

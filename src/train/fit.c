@@ -198,6 +198,8 @@ typedef struct step_log {
     int64_t rows[LOG_WINDOW];                /* batch rows of each recorded step */
     int n;                                   /* steps recorded since the last read */
     int64_t step0;                           /* epoch step of record 0 */
+    int unrecorded;                          /* 1: the step after the records failed on the host after
+                                                its gated update was queued (its counters advanced) */
     cg_step_ring undo;                      /* the model's state at the start of each step */
     /* A data error a kernel reported at a host read inside the window (CG_E_INVALID, e.g. a
      * label out of range on the GPU, where the kernel writes NaN and the report waits for the
@@ -260,13 +262,18 @@ static cg_status fit_step(cg_model *m, step_log *g, const cg_tensor *xb, const c
     if (st == CG_OK) st = cg__reduce_to(g->guard, l, 0.0, 0, 1); /* 0 * NaN: poisoned for good */
     if (st == CG_OK) st = cg_backward(l);
     if (st == CG_OK && grad_hook) st = grad_hook(m, g, hook_user);
-    if (st != CG_OK) {
+    int updated = 0;
+    if (st == CG_OK) st = cg__optimizer_step_gated(m->opt, g->guard, &updated);
+    if (st != CG_OK && !updated) {
         cg_status rs = cg__step_ring_restore(m, &g->undo, k);
         return rs != CG_OK ? rs : st;
     }
-    CG_TRY(cg__optimizer_step_gated(m->opt, g->guard));
-    CG_TRY(cg__reduce_to(g->guard_at[k], g->guard, 1.0, 0, 0));
-    if (want_acc) CG_TRY(cg__count_correct(g->corr[k], out, yb, 0));
+    if (st == CG_OK) st = cg__reduce_to(g->guard_at[k], g->guard, 1.0, 0, 0);
+    if (st == CG_OK && want_acc) st = cg__count_correct(g->corr[k], out, yb, 0);
+    if (st != CG_OK) { /* after the update: if an earlier step poisoned the gate, this one's counters go back too */
+        g->unrecorded = 1;
+        return st;
+    }
     g->rows[k] = rows(xb);
     g->n++;
     return CG_OK;
@@ -275,6 +282,8 @@ static cg_status fit_step(cg_model *m, step_log *g, const cg_tensor *xb, const c
 /* Reads the recorded steps (waits for the device), adds them to e and the progress bar. */
 static cg_status step_log_read(cg_model *m, step_log *g, epoch_sums *e, cg_progress *prog, int want_acc, int epoch,
                                int64_t spe) {
+    int unrecorded = g->unrecorded;
+    g->unrecorded = 0;
     if (g->n == 0 && !g->data_err) return CG_OK;
     double r[3 * LOG_WINDOW];
     cg_status rst = cg__read_f64(g->buf, r, 3 * LOG_WINDOW);
@@ -283,7 +292,7 @@ static cg_status step_log_read(cg_model *m, step_log *g, epoch_sums *e, cg_progr
     for (int k = 0; k < g->n; k++) {
         double v = r[k];
         if (!isfinite(r[2 * LOG_WINDOW + k])) {
-            cg__optimizer_unstep(m->opt, g->n - k); /* the gate skipped steps k .. n-1 */
+            cg__optimizer_unstep(m->opt, g->n - k + unrecorded); /* the gate skipped steps k .. n-1 */
             cg_status rs = cg__step_ring_restore(m, &g->undo, k);
             int64_t at = g->step0 + k + 1;
             g->n = 0;
@@ -327,8 +336,8 @@ static cg_status step_log_settle(cg_model *m, step_log *g, cg_status st, epoch_s
     char keep[1024];
     snprintf(keep, sizeof keep, "%s", cg_last_error());
     cg_status rs = step_log_read(m, g, e, prog, want_acc, epoch, spe);
-    if (rs != CG_OK) return rs;
-    cg__restore_error(keep);
+    if (rs == CG_E_NUMERIC || rs == CG_E_INVALID) return rs; /* found in the log: it came first */
+    cg__restore_error(keep);                                /* else (the read's own failure too) */
     return st;
 }
 
