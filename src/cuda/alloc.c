@@ -109,6 +109,21 @@ static blk *detach_cache_locked(pool *p) {
     return all;
 }
 
+/* Puts detached blocks back into the free lists (the stream wait failed: they may still be
+ * read by a kernel, so they are kept rather than freed). */
+static void reattach_locked(pool *p, blk *k) {
+    while (k) {
+        blk *nx = k->next;
+        size_t bin = size_class(k->size, &(size_t){0});
+        k->next = p->bins[bin];
+        p->bins[bin] = k;
+        p->st.cached += k->size;
+        p->st.reserved += k->size;
+        p->st.n_cuda_free--;
+        k = nx;
+    }
+}
+
 static void free_blocks(blk *k) {
     while (k) {
         blk *nx = k->next;
@@ -148,10 +163,13 @@ cg_status cg_cuda_malloc(int dev, size_t nbytes, void **ptr) {
             /* the cached blocks may still be read by queued kernels: wait for the stream (all
              * cgrad kernels of this device run on it), then give them back, then retry */
             blk *cached = detach_cache_locked(p);
-            (void)cudaStreamSynchronize(ctx->stream);
-            (void)cudaGetLastError();
-            free_blocks(cached);
-            e = cudaMalloc(&k->ptr, rounded);
+            if (cudaStreamSynchronize(ctx->stream) == cudaSuccess) {
+                free_blocks(cached);
+                e = cudaMalloc(&k->ptr, rounded);
+            } else { /* the device failed: keep the blocks, and report the first failure */
+                (void)cudaGetLastError();
+                reattach_locked(p, cached);
+            }
         }
         if (e != cudaSuccess) {
             (void)cudaGetLastError();
@@ -244,16 +262,7 @@ cg_status cg_cuda_empty_cache(int dev) {
     cg_status st = CG_CUDA_CALL(cudaStreamSynchronize(ctx->stream));
     if (st != CG_OK) { /* the device failed: keep the blocks rather than free them under a kernel */
         pthread_mutex_lock(&p->lock);
-        while (cached) {
-            blk *nx = cached->next;
-            size_t bin = size_class(cached->size, &(size_t){0});
-            cached->next = p->bins[bin];
-            p->bins[bin] = cached;
-            p->st.cached += cached->size;
-            p->st.reserved += cached->size;
-            p->st.n_cuda_free--;
-            cached = nx;
-        }
+        reattach_locked(p, cached);
         pthread_mutex_unlock(&p->lock);
         return st;
     }
