@@ -186,9 +186,9 @@ cg_status cg_model_predict_batches(const cg_model *m, const cg_tensor *x, int64_
  * reads the buffer when the window is full, when the progress bar is due, and at the end of
  * an epoch; it then adds the losses in step order (the same sums as reading each loss) and,
  * on a poisoned guard, reports the first failing step and takes back the step counters of
- * the skipped updates: the parameters are those before that step. What the forwards of the failing step and the
- * ones after it did change (BatchNorm statistics, the dropout stream) is put back from a copy
- * made at the start of every step (`undo`). */
+ * the skipped updates: the parameters are those before that step. What the forwards of the
+ * failing step and the ones after it did change (BatchNorm statistics, the dropout stream) is
+ * put back from a copy made at the start of every step (`undo`). */
 
 #define LOG_WINDOW 64
 
@@ -270,8 +270,8 @@ static cg_status fit_step(cg_model *m, step_log *g, const cg_tensor *xb, const c
     }
     if (st == CG_OK) st = cg__reduce_to(g->guard_at[k], g->guard, 1.0, 0, 0);
     if (st == CG_OK && want_acc) st = cg__count_correct(g->corr[k], out, yb, 0);
-    if (st != CG_OK) { /* after the update: if an earlier step poisoned the gate, this one's counters go back too */
-        g->unrecorded = 1;
+    if (st != CG_OK) { /* after the update: should an earlier step have poisoned the gate, */
+        g->unrecorded = 1; /* this step's counters go back too */
         return st;
     }
     g->rows[k] = rows(xb);
