@@ -1,0 +1,320 @@
+/* The CUDA runtime API, emulated on the host (tests/cuda_emu/README.md): one device, whose
+ * memory is host memory handed out by malloc, counted against an emulated capacity
+ * (CGEMU_MEM_MB, default 16384) so that out-of-memory paths can be reached. Work runs when it
+ * is queued: streams and events keep no queue, and an event's time is the host clock when it
+ * was recorded. What the emulator can check, it checks and fails like a device would:
+ * cudaMemcpy directions against the live allocations (a "device" pointer that is not inside
+ * one, or a host pointer that is), frees of pointers never allocated, bad devices. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <map>
+#include <mutex>
+
+#include "emu_internal.h"
+
+namespace {
+
+std::mutex g_mem_mutex;
+std::map<uintptr_t, size_t> g_device;  /* live cudaMalloc blocks: start -> bytes */
+std::map<uintptr_t, size_t> g_pinned;  /* live cudaHostAlloc blocks */
+size_t g_used;
+thread_local cudaError_t g_last = cudaSuccess;
+thread_local int g_current_device = 0;
+
+size_t capacity() {
+    static size_t cap = [] {
+        const char *e = getenv("CGEMU_MEM_MB");
+        long mb = e ? atol(e) : 16384;
+        return (size_t)(mb > 0 ? mb : 16384) << 20;
+    }();
+    return cap;
+}
+
+cudaError_t fail(cudaError_t e) {
+    g_last = e;
+    return e;
+}
+
+bool in_map(const std::map<uintptr_t, size_t> &m, const void *p, size_t n) {
+    uintptr_t a = (uintptr_t)p;
+    auto it = m.upper_bound(a);
+    if (it == m.begin()) return false;
+    --it;
+    return a >= it->first && a + n <= it->first + it->second && a + n >= a;
+}
+
+struct stream_obj {
+    int magic;
+};
+struct event_obj {
+    int magic;
+    double t_ms;
+    unsigned flags;
+};
+
+double now_ms() {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+} // namespace
+
+namespace cgemu {
+cudaError_t record_launch_error(cudaError_t e, const char *why) {
+    fprintf(stderr, "cuda emulator: %s\n", why);
+    g_last = e;
+    return e;
+}
+void note_launch() {}
+bool is_device_range(const void *p, size_t n) {
+    std::lock_guard<std::mutex> lock(g_mem_mutex);
+    return in_map(g_device, p, n ? n : 1);
+}
+} // namespace cgemu
+
+extern "C" {
+
+cudaError_t cudaGetLastError(void) {
+    cudaError_t e = g_last;
+    g_last = cudaSuccess;
+    return e;
+}
+
+cudaError_t cudaPeekAtLastError(void) { return g_last; }
+
+const char *cudaGetErrorName(cudaError_t e) {
+    switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    default: return "cudaErrorUnknown";
+    }
+}
+
+const char *cudaGetErrorString(cudaError_t e) {
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+    default: return cudaGetErrorName(e);
+    }
+}
+
+cudaError_t cudaGetDeviceCount(int *count) {
+    const char *e = getenv("CGEMU_DEVICES");
+    *count = e ? atoi(e) : 1;
+    return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) {
+    int n;
+    cudaGetDeviceCount(&n);
+    if (device < 0 || device >= n) return fail(cudaErrorInvalidDevice);
+    g_current_device = device;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGetDevice(int *device) {
+    *device = g_current_device;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int device) {
+    int n;
+    cudaGetDeviceCount(&n);
+    if (device < 0 || device >= n) return fail(cudaErrorInvalidDevice);
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "cgrad CUDA emulator (host CPU)");
+    p->major = 9, p->minor = 0;
+    p->totalGlobalMem = capacity();
+    p->sharedMemPerBlock = 48 * 1024;
+    p->sharedMemPerBlockOptin = 227 * 1024;
+    p->regsPerBlock = 65536;
+    p->warpSize = 32;
+    p->maxThreadsPerBlock = 1024;
+    p->maxThreadsDim[0] = p->maxThreadsDim[1] = 1024, p->maxThreadsDim[2] = 64;
+    p->maxGridSize[0] = 0x7fffffff, p->maxGridSize[1] = p->maxGridSize[2] = 65535;
+    p->multiProcessorCount = 132;
+    p->maxThreadsPerMultiProcessor = 2048;
+    p->l2CacheSize = 50 << 20;
+    p->memoryBusWidth = 5120;
+    p->unifiedAddressing = 1;
+    p->canMapHostMemory = 1;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDriverGetVersion(int *v) {
+    *v = CUDART_VERSION;
+    return cudaSuccess;
+}
+
+cudaError_t cudaRuntimeGetVersion(int *v) {
+    *v = CUDART_VERSION;
+    return cudaSuccess;
+}
+
+cudaError_t cudaMalloc(void **p, size_t bytes) {
+    std::lock_guard<std::mutex> lock(g_mem_mutex);
+    *p = NULL;
+    if (bytes > capacity() - g_used) return fail(cudaErrorMemoryAllocation);
+    void *q = NULL; /* cudaMalloc aligns to 256 bytes; exactly `bytes`, so AddressSanitizer sees overruns */
+    if (posix_memalign(&q, 256, bytes ? bytes : 1)) return fail(cudaErrorMemoryAllocation);
+    memset(q, 0xa5, bytes); /* fresh device memory holds garbage */
+    g_device[(uintptr_t)q] = bytes;
+    g_used += bytes;
+    *p = q;
+    return cudaSuccess;
+}
+
+cudaError_t cudaFree(void *p) {
+    if (!p) return cudaSuccess;
+    std::lock_guard<std::mutex> lock(g_mem_mutex);
+    auto it = g_device.find((uintptr_t)p);
+    if (it == g_device.end()) {
+        fprintf(stderr, "cuda emulator: cudaFree(%p) of a pointer cudaMalloc did not return\n", p);
+        return fail(cudaErrorInvalidDevicePointer);
+    }
+    g_used -= it->second;
+    g_device.erase(it);
+    free(p);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total) {
+    std::lock_guard<std::mutex> lock(g_mem_mutex);
+    *free_bytes = capacity() - g_used;
+    *total = capacity();
+    return cudaSuccess;
+}
+
+cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned int flags) {
+    (void)flags;
+    void *q = NULL;
+    if (posix_memalign(&q, 4096, bytes ? bytes : 1)) return fail(cudaErrorMemoryAllocation);
+    *p = q;
+    std::lock_guard<std::mutex> lock(g_mem_mutex);
+    g_pinned[(uintptr_t)q] = bytes;
+    return cudaSuccess;
+}
+
+cudaError_t cudaHostGetDevicePointer(void **d, void *h, unsigned int flags) {
+    (void)flags;
+    std::lock_guard<std::mutex> lock(g_mem_mutex);
+    if (!in_map(g_pinned, h, 1)) return fail(cudaErrorInvalidValue);
+    *d = h; /* mapped pinned memory: the device sees the same bytes */
+    return cudaSuccess;
+}
+
+cudaError_t cudaFreeHost(void *p) {
+    if (!p) return cudaSuccess;
+    std::lock_guard<std::mutex> lock(g_mem_mutex);
+    auto it = g_pinned.find((uintptr_t)p);
+    if (it == g_pinned.end()) return fail(cudaErrorInvalidValue);
+    g_pinned.erase(it);
+    free(p);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind, cudaStream_t s) {
+    (void)s;
+    if (n == 0) return cudaSuccess;
+    bool dd = cgemu::is_device_range(dst, n), sd = cgemu::is_device_range(src, n);
+    bool ok = kind == cudaMemcpyHostToDevice   ? dd && !sd
+              : kind == cudaMemcpyDeviceToHost ? !dd && sd
+              : kind == cudaMemcpyDeviceToDevice ? dd && sd
+              : kind == cudaMemcpyDefault        ? true
+                                                 : !dd && !sd;
+    if (!ok) {
+        fprintf(stderr, "cuda emulator: cudaMemcpyAsync(%p, %p, %zu, kind %d): a pointer is not where the kind says\n",
+                dst, src, n, (int)kind);
+        return fail(cudaErrorInvalidValue);
+    }
+    memmove(dst, src, n);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind) {
+    return cudaMemcpyAsync(dst, src, n, kind, 0);
+}
+
+cudaError_t cudaMemsetAsync(void *p, int value, size_t n, cudaStream_t s) {
+    (void)s;
+    if (n == 0) return cudaSuccess;
+    if (!cgemu::is_device_range(p, n)) {
+        fprintf(stderr, "cuda emulator: cudaMemsetAsync(%p, %zu) outside device memory\n", p, n);
+        return fail(cudaErrorInvalidValue);
+    }
+    memset(p, value, n);
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
+    (void)flags;
+    *s = (cudaStream_t) new stream_obj{0x57};
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    delete (stream_obj *)s;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    (void)s;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags) {
+    (void)s, (void)e, (void)flags;
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
+    *e = (cudaEvent_t) new event_obj{0xe7, -1.0, flags};
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
+
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    delete (event_obj *)e;
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    (void)s;
+    ((event_obj *)e)->t_ms = now_ms();
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    (void)e;
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+    (void)e;
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
+    event_obj *x = (event_obj *)a, *y = (event_obj *)b;
+    if ((x->flags | y->flags) & cudaEventDisableTiming) return fail(cudaErrorInvalidResourceHandle);
+    if (x->t_ms < 0 || y->t_ms < 0) return fail(cudaErrorInvalidResourceHandle);
+    *ms = (float)(y->t_ms - x->t_ms);
+    return cudaSuccess;
+}
+
+} // extern "C"
