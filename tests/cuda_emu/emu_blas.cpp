@@ -29,6 +29,7 @@ namespace {
 
 struct handle_obj {
     int magic;
+    cudaStream_t stream = 0;
 };
 
 struct layout_obj {
@@ -114,7 +115,10 @@ cublasStatus_t cublasDestroy_v2(cublasHandle_t h) {
     delete (handle_obj *)h;
     return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasSetStream_v2(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t s) {
+    ((handle_obj *)h)->stream = s;
+    return CUBLAS_STATUS_SUCCESS;
+}
 cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t, void *ws, size_t bytes) {
     return dev(ws, bytes) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
 }
@@ -129,25 +133,31 @@ const char *cublasGetStatusName(cublasStatus_t s) {
 }
 const char *cublasGetStatusString(cublasStatus_t s) { return cublasGetStatusName(s); }
 
-cublasStatus_t cublasSgemm_v2(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+cublasStatus_t cublasSgemm_v2(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                               const float *alpha, const float *A, int lda, const float *B, int ldb, const float *beta,
                               float *C, int ldc) {
     if (!gemm_args_ok(ta, tb, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
-    cblas_sgemm(CblasColMajor, tr(ta), tr(tb), m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc);
+    float al = *alpha, be = *beta; /* host pointer mode: read at the call */
+    cgemu::enqueue(((handle_obj *)h)->stream, [=] {
+        cblas_sgemm(CblasColMajor, tr(ta), tr(tb), m, n, k, al, A, lda, B, ldb, be, C, ldc);
+    });
     return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasDgemm_v2(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+cublasStatus_t cublasDgemm_v2(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                               const double *alpha, const double *A, int lda, const double *B, int ldb,
                               const double *beta, double *C, int ldc) {
     if (!gemm_args_ok(ta, tb, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
-    cblas_dgemm(CblasColMajor, tr(ta), tr(tb), m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc);
+    double al = *alpha, be = *beta;
+    cgemu::enqueue(((handle_obj *)h)->stream, [=] {
+        cblas_dgemm(CblasColMajor, tr(ta), tr(tb), m, n, k, al, A, lda, B, ldb, be, C, ldc);
+    });
     return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                             const void *alpha, const void *A, cudaDataType Atype, int lda, const void *B,
                             cudaDataType Btype, int ldb, const void *beta, void *C, cudaDataType Ctype, int ldc,
                             cublasComputeType_t compute, cublasGemmAlgo_t) {
@@ -157,17 +167,20 @@ cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperatio
         return CUBLAS_STATUS_NOT_SUPPORTED;
     if (!gemm_args_ok(ta, tb, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
-    if (k == 0) {
-        for (int j = 0; j < n; j++)
-            for (int i = 0; i < m; i++) ((float *)C)[i + (int64_t)j * ldc] *= *(const float *)beta;
-        return CUBLAS_STATUS_SUCCESS;
-    }
+    float al = *(const float *)alpha, be = *(const float *)beta;
     int keep = kept_bits(compute);
-    int ra = ta == CUBLAS_OP_N ? m : k, ca = ta == CUBLAS_OP_N ? k : m;
-    int rb = tb == CUBLAS_OP_N ? k : n, cb = tb == CUBLAS_OP_N ? n : k;
-    std::vector<float> a = rounded((const float *)A, ra, ca, lda, keep), b = rounded((const float *)B, rb, cb, ldb, keep);
-    cblas_sgemm(CblasColMajor, tr(ta), tr(tb), m, n, k, *(const float *)alpha, a.data(), lda, b.data(), ldb,
-                *(const float *)beta, (float *)C, ldc);
+    cgemu::enqueue(((handle_obj *)h)->stream, [=] {
+        if (k == 0) {
+            for (int j = 0; j < n; j++)
+                for (int i = 0; i < m; i++) ((float *)C)[i + (int64_t)j * ldc] *= be;
+            return;
+        }
+        int ra = ta == CUBLAS_OP_N ? m : k, ca = ta == CUBLAS_OP_N ? k : m;
+        int rb = tb == CUBLAS_OP_N ? k : n, cb = tb == CUBLAS_OP_N ? n : k;
+        std::vector<float> a = rounded((const float *)A, ra, ca, lda, keep);
+        std::vector<float> b = rounded((const float *)B, rb, cb, ldb, keep);
+        cblas_sgemm(CblasColMajor, tr(ta), tr(tb), m, n, k, al, a.data(), lda, b.data(), ldb, be, (float *)C, ldc);
+    });
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -308,6 +321,62 @@ bool refused_by_setting(const problem &p, cublasLtEpilogue_t epi) {
     return ((h ^ (h >> 29)) * 0xbf58476d1ce4e5b9ULL) >> 63;
 }
 
+/* D = alpha op(A) op(B) + beta C and the epilogue, when the stream's work runs */
+void lt_run(const desc_obj &d, const problem &p, double alpha, const void *A, const layout_obj &la, const void *B,
+            const layout_obj &lb, double beta, const void *C, const layout_obj &lc, void *D, const layout_obj &ld) {
+    int64_t m = p.m, n = p.n, k = p.k;
+    if (m == 0 || n == 0) return;
+    if (C != D) /* D = alpha op(A) op(B) + beta C */
+        for (int64_t j = 0; j < n; j++) memmove((char *)D + j * ld.ld * p.es, (const char *)C + j * lc.ld * p.es, m * p.es);
+    if (p.es == 8) {
+        cblas_dgemm(CblasColMajor, tr(d.ta), tr(d.tb), (int)m, (int)n, (int)k, alpha,
+                    (const double *)A, (int)la.ld, (const double *)B, (int)lb.ld, beta, (double *)D,
+                    (int)ld.ld);
+        return;
+    }
+    int keep = kept_bits(d.compute);
+    float *out = (float *)D;
+    int64_t ldd = ld.ld;
+    const float *bias = (const float *)d.bias;
+    if (d.epi == CUBLASLT_EPILOGUE_BGRADA || d.epi == CUBLASLT_EPILOGUE_BGRADB) {
+        bool is_a = d.epi == CUBLASLT_EPILOGUE_BGRADA;
+        int64_t len = is_a ? m : n;
+        /* the reduced operand, unrounded as stored: op(A) is m x k, op(B) is k x n */
+        const float *src = is_a ? (const float *)A : (const float *)B;
+        int64_t lds = is_a ? la.ld : lb.ld;
+        bool trans = is_a ? d.ta == CUBLAS_OP_T : d.tb == CUBLAS_OP_T;
+        for (int64_t v = 0; v < len; v++) {
+            double s = 0;
+            for (int64_t q = 0; q < k; q++) {
+                /* op(A)[v, q] or op(B)[q, v] */
+                int64_t r = is_a ? (trans ? q : v) : (trans ? v : q), c = is_a ? (trans ? v : q) : (trans ? q : v);
+                s += src[r + c * lds];
+            }
+            ((float *)d.bias)[v] = (float)s;
+        }
+    }
+    if (k > 0) {
+        std::vector<float> a = rounded((const float *)A, la.rows, la.cols, la.ld, keep);
+        std::vector<float> b = rounded((const float *)B, lb.rows, lb.cols, lb.ld, keep);
+        cblas_sgemm(CblasColMajor, tr(d.ta), tr(d.tb), (int)m, (int)n, (int)k, (float)alpha, a.data(),
+                    (int)la.ld, b.data(), (int)lb.ld, (float)beta, out, (int)ldd);
+    } else
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t i = 0; i < m; i++) out[i + j * ldd] *= (float)beta;
+    if (d.epi == CUBLASLT_EPILOGUE_BIAS || d.epi == CUBLASLT_EPILOGUE_RELU_BIAS ||
+        d.epi == CUBLASLT_EPILOGUE_GELU_BIAS || d.epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS) {
+        float *aux = (float *)d.aux;
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t i = 0; i < m; i++) {
+                float z = out[i + j * ldd] + bias[i];
+                if (d.epi == CUBLASLT_EPILOGUE_RELU_BIAS) z = fmaxf(z, 0.0f);
+                if (d.epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS) aux[i + j * d.aux_ld] = z;
+                if (d.epi == CUBLASLT_EPILOGUE_GELU_BIAS || d.epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS) z = gelu_tanh(z);
+                out[i + j * ldd] = z;
+            }
+    }
+}
+
 } // namespace
 
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t A,
@@ -334,7 +403,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
                               cublasLtMatrixLayout_t Adesc, const void *B, cublasLtMatrixLayout_t Bdesc,
                               const void *beta, const void *C, cublasLtMatrixLayout_t Cdesc, void *D,
                               cublasLtMatrixLayout_t Ddesc, const cublasLtMatmulAlgo_t *algo, void *ws,
-                              size_t ws_bytes, cudaStream_t) {
+                              size_t ws_bytes, cudaStream_t stream) {
+    if (cgemu::sticky()) return CUBLAS_STATUS_EXECUTION_FAILED;
     desc_obj *d = (desc_obj *)desc;
     layout_obj *la = (layout_obj *)Adesc, *lb = (layout_obj *)Bdesc, *lc = (layout_obj *)Cdesc, *ld = (layout_obj *)Ddesc;
     problem p;
@@ -346,61 +416,20 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
         cgemu::record_launch_error(cudaErrorIllegalAddress, "cublasLtMatmul: an operand is not in device memory");
         return CUBLAS_STATUS_EXECUTION_FAILED;
     }
-    int64_t m = p.m, n = p.n, k = p.k;
-    if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
-    if (C != D) /* D = alpha op(A) op(B) + beta C */
-        for (int64_t j = 0; j < n; j++) memmove((char *)D + j * ld->ld * p.es, (const char *)C + j * lc->ld * p.es, m * p.es);
-    if (p.es == 8) {
-        cblas_dgemm(CblasColMajor, tr(d->ta), tr(d->tb), (int)m, (int)n, (int)k, *(const double *)alpha,
-                    (const double *)A, (int)la->ld, (const double *)B, (int)lb->ld, *(const double *)beta, (double *)D,
-                    (int)ld->ld);
-        return CUBLAS_STATUS_SUCCESS;
-    }
-    int keep = kept_bits(d->compute);
-    float *out = (float *)D;
-    int64_t ldd = ld->ld;
-    const float *bias = (const float *)d->bias;
-    if (d->epi == CUBLASLT_EPILOGUE_BGRADA || d->epi == CUBLASLT_EPILOGUE_BGRADB) {
-        bool is_a = d->epi == CUBLASLT_EPILOGUE_BGRADA;
-        int64_t len = is_a ? m : n;
-        if (!dev(bias, len * 4)) return CUBLAS_STATUS_EXECUTION_FAILED;
-        /* the reduced operand, unrounded as stored: op(A) is m x k, op(B) is k x n */
-        const float *src = is_a ? (const float *)A : (const float *)B;
-        int64_t lds = is_a ? la->ld : lb->ld;
-        bool trans = is_a ? d->ta == CUBLAS_OP_T : d->tb == CUBLAS_OP_T;
-        for (int64_t v = 0; v < len; v++) {
-            double s = 0;
-            for (int64_t q = 0; q < k; q++) {
-                /* op(A)[v, q] or op(B)[q, v] */
-                int64_t r = is_a ? (trans ? q : v) : (trans ? v : q), c = is_a ? (trans ? v : q) : (trans ? q : v);
-                s += src[r + c * lds];
-            }
-            ((float *)d->bias)[v] = (float)s;
-        }
-    }
-    if (k > 0) {
-        std::vector<float> a = rounded((const float *)A, la->rows, la->cols, la->ld, keep);
-        std::vector<float> b = rounded((const float *)B, lb->rows, lb->cols, lb->ld, keep);
-        cblas_sgemm(CblasColMajor, tr(d->ta), tr(d->tb), (int)m, (int)n, (int)k, *(const float *)alpha, a.data(),
-                    (int)la->ld, b.data(), (int)lb->ld, *(const float *)beta, out, (int)ldd);
-    } else
-        for (int64_t j = 0; j < n; j++)
-            for (int64_t i = 0; i < m; i++) out[i + j * ldd] *= *(const float *)beta;
-    if (d->epi == CUBLASLT_EPILOGUE_BIAS || d->epi == CUBLASLT_EPILOGUE_RELU_BIAS ||
-        d->epi == CUBLASLT_EPILOGUE_GELU_BIAS || d->epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS) {
-        if (!dev(bias, m * 4)) return CUBLAS_STATUS_EXECUTION_FAILED;
-        float *aux = (float *)d->aux;
-        if (d->epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS && !dev(aux, span(m, n, d->aux_ld, 4)))
-            return CUBLAS_STATUS_EXECUTION_FAILED;
-        for (int64_t j = 0; j < n; j++)
-            for (int64_t i = 0; i < m; i++) {
-                float z = out[i + j * ldd] + bias[i];
-                if (d->epi == CUBLASLT_EPILOGUE_RELU_BIAS) z = fmaxf(z, 0.0f);
-                if (d->epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS) aux[i + j * d->aux_ld] = z;
-                if (d->epi == CUBLASLT_EPILOGUE_GELU_BIAS || d->epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS) z = gelu_tanh(z);
-                out[i + j * ldd] = z;
-            }
-    }
+    if (p.es == 4 && (d->epi == CUBLASLT_EPILOGUE_BGRADA || d->epi == CUBLASLT_EPILOGUE_BGRADB) &&
+        !dev(d->bias, (d->epi == CUBLASLT_EPILOGUE_BGRADA ? p.m : p.n) * 4))
+        return CUBLAS_STATUS_EXECUTION_FAILED;
+    if (p.es == 4 && d->epi != CUBLASLT_EPILOGUE_DEFAULT && d->epi != CUBLASLT_EPILOGUE_BGRADA &&
+        d->epi != CUBLASLT_EPILOGUE_BGRADB &&
+        (!dev(d->bias, p.m * 4) ||
+         (d->epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS && !dev(d->aux, span(p.m, p.n, d->aux_ld, 4)))))
+        return CUBLAS_STATUS_EXECUTION_FAILED;
+    /* the descriptors as they are now, the scalars read now (host pointer mode) */
+    desc_obj dc = *d;
+    layout_obj a = *la, b = *lb, c = *lc, o = *ld;
+    double al = p.es == 8 ? *(const double *)alpha : *(const float *)alpha;
+    double be = p.es == 8 ? *(const double *)beta : *(const float *)beta;
+    cgemu::enqueue(stream, [=] { lt_run(dc, p, al, A, a, B, b, be, C, c, D, o); });
     return CUBLAS_STATUS_SUCCESS;
 }
 

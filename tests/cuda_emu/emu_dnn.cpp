@@ -8,7 +8,8 @@
  *   inference: the same with the running statistics (estimatedMean / Variance);
  *   backward: dx, dscale, dbias from x, dy and the saved mean / invstd (recomputed when
  *     NULL), with the alpha/beta pairs for data and parameter gradients.
- * Every pointer must lie in device memory; CUDNN_BN_MIN_EPSILON is enforced. */
+ * Every pointer must lie in device memory; CUDNN_BN_MIN_EPSILON is enforced. Arguments are
+ * checked at the call, the work runs when the handle's stream runs (emu_stream.cpp). */
 #include <cudnn.h>
 #include <math.h>
 #include <string.h>
@@ -21,6 +22,7 @@ namespace {
 
 struct handle_obj {
     int magic;
+    cudaStream_t stream = 0;
 };
 
 struct tensor_obj {
@@ -70,7 +72,10 @@ cudnnStatus_t cudnnDestroy(cudnnHandle_t h) {
     delete (handle_obj *)h;
     return CUDNN_STATUS_SUCCESS;
 }
-cudnnStatus_t cudnnSetStream(cudnnHandle_t, cudaStream_t) { return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnSetStream(cudnnHandle_t h, cudaStream_t s) {
+    ((handle_obj *)h)->stream = s;
+    return CUDNN_STATUS_SUCCESS;
+}
 size_t cudnnGetVersion(void) { return CUDNN_VERSION; }
 const char *cudnnGetErrorString(cudnnStatus_t s) {
     switch (s) {
@@ -112,35 +117,38 @@ cudnnStatus_t cudnnDeriveBNTensorDescriptor(cudnnTensorDescriptor_t p, const cud
 
 /* ---------------------------------------------------------------- softmax */
 
-cudnnStatus_t cudnnSoftmaxForward(cudnnHandle_t, cudnnSoftmaxAlgorithm_t algo, cudnnSoftmaxMode_t mode,
+cudnnStatus_t cudnnSoftmaxForward(cudnnHandle_t h, cudnnSoftmaxAlgorithm_t algo, cudnnSoftmaxMode_t mode,
                                   const void *alpha, const cudnnTensorDescriptor_t xd, const void *x, const void *beta,
                                   const cudnnTensorDescriptor_t yd, void *y) {
     const tensor_obj *xo = (const tensor_obj *)xd, *yo = (const tensor_obj *)yd;
     if (mode != CUDNN_SOFTMAX_MODE_INSTANCE) return CUDNN_STATUS_NOT_SUPPORTED;
     if (!same_shape(xo, yo)) return CUDNN_STATUS_BAD_PARAM;
     if (!on_device(x, xo->count(), xo->es()) || !on_device(y, yo->count(), yo->es())) return CUDNN_STATUS_EXECUTION_FAILED;
-    int64_t d = (int64_t)xo->c * xo->h * xo->w;
-    double a = scalar(alpha, xo->type), b = scalar(beta, xo->type);
-    std::vector<double> out((size_t)d);
-    for (int64_t r = 0; r < xo->n; r++) {
-        double m = -INFINITY;
-        for (int64_t j = 0; j < d; j++) {
-            double v = get(x, xo->type, r * d + j);
-            m = (v > m || v != v) ? v : m;
+    int64_t d = (int64_t)xo->c * xo->h * xo->w, rows = xo->n;
+    cudnnDataType_t t = xo->type;
+    double a = scalar(alpha, t), b = scalar(beta, t);
+    cgemu::enqueue(((handle_obj *)h)->stream, [=] {
+        std::vector<double> out((size_t)d);
+        for (int64_t r = 0; r < rows; r++) {
+            double m = -INFINITY;
+            for (int64_t j = 0; j < d; j++) {
+                double v = get(x, t, r * d + j);
+                m = (v > m || v != v) ? v : m;
+            }
+            if (algo == CUDNN_SOFTMAX_FAST) m = 0;
+            double s = 0;
+            for (int64_t j = 0; j < d; j++) s += exp(get(x, t, r * d + j) - m);
+            for (int64_t j = 0; j < d; j++) {
+                double v = get(x, t, r * d + j) - m;
+                out[(size_t)j] = algo == CUDNN_SOFTMAX_LOG ? v - log(s) : exp(v) / s;
+            }
+            for (int64_t j = 0; j < d; j++) blend(y, t, r * d + j, a, b, out[(size_t)j]);
         }
-        if (algo == CUDNN_SOFTMAX_FAST) m = 0;
-        double s = 0;
-        for (int64_t j = 0; j < d; j++) s += exp(get(x, xo->type, r * d + j) - m);
-        for (int64_t j = 0; j < d; j++) {
-            double v = get(x, xo->type, r * d + j) - m;
-            out[(size_t)j] = algo == CUDNN_SOFTMAX_LOG ? v - log(s) : exp(v) / s;
-        }
-        for (int64_t j = 0; j < d; j++) blend(y, yo->type, r * d + j, a, b, out[(size_t)j]);
-    }
+    });
     return CUDNN_STATUS_SUCCESS;
 }
 
-cudnnStatus_t cudnnSoftmaxBackward(cudnnHandle_t, cudnnSoftmaxAlgorithm_t algo, cudnnSoftmaxMode_t mode,
+cudnnStatus_t cudnnSoftmaxBackward(cudnnHandle_t h, cudnnSoftmaxAlgorithm_t algo, cudnnSoftmaxMode_t mode,
                                    const void *alpha, const cudnnTensorDescriptor_t yd, const void *y,
                                    const cudnnTensorDescriptor_t dyd, const void *dy, const void *beta,
                                    const cudnnTensorDescriptor_t dxd, void *dx) {
@@ -150,18 +158,20 @@ cudnnStatus_t cudnnSoftmaxBackward(cudnnHandle_t, cudnnSoftmaxAlgorithm_t algo, 
     int64_t n = yo->count();
     if (!on_device(y, n, yo->es()) || !on_device(dy, n, yo->es()) || !on_device(dx, n, yo->es()))
         return CUDNN_STATUS_EXECUTION_FAILED;
-    int64_t d = (int64_t)yo->c * yo->h * yo->w;
+    int64_t d = (int64_t)yo->c * yo->h * yo->w, rows = yo->n;
     double a = scalar(alpha, yo->type), b = scalar(beta, yo->type);
     cudnnDataType_t t = yo->type;
-    for (int64_t r = 0; r < yo->n; r++) {
-        double s = 0;
-        for (int64_t j = 0; j < d; j++)
-            s += algo == CUDNN_SOFTMAX_LOG ? get(dy, t, r * d + j) : get(dy, t, r * d + j) * get(y, t, r * d + j);
-        for (int64_t j = 0; j < d; j++) {
-            double yv = get(y, t, r * d + j), gv = get(dy, t, r * d + j);
-            blend(dx, t, r * d + j, a, b, algo == CUDNN_SOFTMAX_LOG ? gv - exp(yv) * s : yv * (gv - s));
+    cgemu::enqueue(((handle_obj *)h)->stream, [=] {
+        for (int64_t r = 0; r < rows; r++) {
+            double s = 0;
+            for (int64_t j = 0; j < d; j++)
+                s += algo == CUDNN_SOFTMAX_LOG ? get(dy, t, r * d + j) : get(dy, t, r * d + j) * get(y, t, r * d + j);
+            for (int64_t j = 0; j < d; j++) {
+                double yv = get(y, t, r * d + j), gv = get(dy, t, r * d + j);
+                blend(dx, t, r * d + j, a, b, algo == CUDNN_SOFTMAX_LOG ? gv - exp(yv) * s : yv * (gv - s));
+            }
         }
-    }
+    });
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -195,7 +205,7 @@ void stats(const bn_geom &g, const void *x, int64_t j, double *mean, double *var
 
 } // namespace
 
-cudnnStatus_t cudnnBatchNormalizationForwardTraining(cudnnHandle_t, cudnnBatchNormMode_t mode, const void *alpha,
+cudnnStatus_t cudnnBatchNormalizationForwardTraining(cudnnHandle_t h, cudnnBatchNormMode_t mode, const void *alpha,
                                                      const void *beta, const cudnnTensorDescriptor_t xd, const void *x,
                                                      const cudnnTensorDescriptor_t yd, void *y,
                                                      const cudnnTensorDescriptor_t pd, const void *scale,
@@ -212,23 +222,25 @@ cudnnStatus_t cudnnBatchNormalizationForwardTraining(cudnnHandle_t, cudnnBatchNo
         (save_mean && (!on_device(save_mean, g.f, pes) || !on_device(save_inv, g.f, pes))))
         return CUDNN_STATUS_EXECUTION_FAILED;
     double a = scalar(alpha, g.t), b = scalar(beta, g.t);
-    for (int64_t j = 0; j < g.f; j++) {
-        double mean, var;
-        stats(g, x, j, &mean, &var);
-        double inv = 1.0 / sqrt(var + eps), sc = get(scale, g.pt, j), bi = get(bias, g.pt, j);
-        for (int64_t i = 0; i < g.n; i++)
-            blend(y, g.t, i * g.f + j, a, b, sc * (get(x, g.t, i * g.f + j) - mean) * inv + bi);
-        if (run_mean) {
-            double unbiased = g.n > 1 ? var * g.n / (g.n - 1) : var;
-            put(run_mean, g.pt, j, (1 - factor) * get(run_mean, g.pt, j) + factor * mean);
-            put(run_var, g.pt, j, (1 - factor) * get(run_var, g.pt, j) + factor * unbiased);
+    cgemu::enqueue(((handle_obj *)h)->stream, [=] {
+        for (int64_t j = 0; j < g.f; j++) {
+            double mean, var;
+            stats(g, x, j, &mean, &var);
+            double inv = 1.0 / sqrt(var + eps), sc = get(scale, g.pt, j), bi = get(bias, g.pt, j);
+            for (int64_t i = 0; i < g.n; i++)
+                blend(y, g.t, i * g.f + j, a, b, sc * (get(x, g.t, i * g.f + j) - mean) * inv + bi);
+            if (run_mean) {
+                double unbiased = g.n > 1 ? var * g.n / (g.n - 1) : var;
+                put(run_mean, g.pt, j, (1 - factor) * get(run_mean, g.pt, j) + factor * mean);
+                put(run_var, g.pt, j, (1 - factor) * get(run_var, g.pt, j) + factor * unbiased);
+            }
+            if (save_mean) put(save_mean, g.pt, j, mean), put(save_inv, g.pt, j, inv);
         }
-        if (save_mean) put(save_mean, g.pt, j, mean), put(save_inv, g.pt, j, inv);
-    }
+    });
     return CUDNN_STATUS_SUCCESS;
 }
 
-cudnnStatus_t cudnnBatchNormalizationForwardInference(cudnnHandle_t, cudnnBatchNormMode_t mode, const void *alpha,
+cudnnStatus_t cudnnBatchNormalizationForwardInference(cudnnHandle_t h, cudnnBatchNormMode_t mode, const void *alpha,
                                                       const void *beta, const cudnnTensorDescriptor_t xd,
                                                       const void *x, const cudnnTensorDescriptor_t yd, void *y,
                                                       const cudnnTensorDescriptor_t pd, const void *scale,
@@ -242,16 +254,18 @@ cudnnStatus_t cudnnBatchNormalizationForwardInference(cudnnHandle_t, cudnnBatchN
         !on_device(bias, g.f, pes) || !on_device(est_mean, g.f, pes) || !on_device(est_var, g.f, pes))
         return CUDNN_STATUS_EXECUTION_FAILED;
     double a = scalar(alpha, g.t), b = scalar(beta, g.t);
-    for (int64_t j = 0; j < g.f; j++) {
-        double mean = get(est_mean, g.pt, j), inv = 1.0 / sqrt(get(est_var, g.pt, j) + eps);
-        double sc = get(scale, g.pt, j), bi = get(bias, g.pt, j);
-        for (int64_t i = 0; i < g.n; i++)
-            blend(y, g.t, i * g.f + j, a, b, sc * (get(x, g.t, i * g.f + j) - mean) * inv + bi);
-    }
+    cgemu::enqueue(((handle_obj *)h)->stream, [=] {
+        for (int64_t j = 0; j < g.f; j++) {
+            double mean = get(est_mean, g.pt, j), inv = 1.0 / sqrt(get(est_var, g.pt, j) + eps);
+            double sc = get(scale, g.pt, j), bi = get(bias, g.pt, j);
+            for (int64_t i = 0; i < g.n; i++)
+                blend(y, g.t, i * g.f + j, a, b, sc * (get(x, g.t, i * g.f + j) - mean) * inv + bi);
+        }
+    });
     return CUDNN_STATUS_SUCCESS;
 }
 
-cudnnStatus_t cudnnBatchNormalizationBackward(cudnnHandle_t, cudnnBatchNormMode_t mode, const void *alpha_data,
+cudnnStatus_t cudnnBatchNormalizationBackward(cudnnHandle_t h, cudnnBatchNormMode_t mode, const void *alpha_data,
                                               const void *beta_data, const void *alpha_param, const void *beta_param,
                                               const cudnnTensorDescriptor_t xd, const void *x,
                                               const cudnnTensorDescriptor_t dyd, const void *dy,
@@ -271,28 +285,30 @@ cudnnStatus_t cudnnBatchNormalizationBackward(cudnnHandle_t, cudnnBatchNormMode_
         return CUDNN_STATUS_EXECUTION_FAILED;
     double ad = scalar(alpha_data, g.t), bd = scalar(beta_data, g.t);
     double ap = scalar(alpha_param, g.t), bp = scalar(beta_param, g.t);
-    for (int64_t j = 0; j < g.f; j++) {
-        double mean, inv;
-        if (saved_mean) {
-            mean = get(saved_mean, g.pt, j), inv = get(saved_inv, g.pt, j);
-        } else {
-            double var;
-            stats(g, x, j, &mean, &var);
-            inv = 1.0 / sqrt(var + eps);
+    cgemu::enqueue(((handle_obj *)h)->stream, [=] {
+        for (int64_t j = 0; j < g.f; j++) {
+            double mean, inv;
+            if (saved_mean) {
+                mean = get(saved_mean, g.pt, j), inv = get(saved_inv, g.pt, j);
+            } else {
+                double var;
+                stats(g, x, j, &mean, &var);
+                inv = 1.0 / sqrt(var + eps);
+            }
+            double sdy = 0, sdyx = 0;
+            for (int64_t i = 0; i < g.n; i++) {
+                double gv = get(dy, g.t, i * g.f + j), xh = (get(x, g.t, i * g.f + j) - mean) * inv;
+                sdy += gv, sdyx += gv * xh;
+            }
+            double sc = get(scale, g.pt, j);
+            for (int64_t i = 0; i < g.n; i++) {
+                double gv = get(dy, g.t, i * g.f + j), xh = (get(x, g.t, i * g.f + j) - mean) * inv;
+                blend(dx, g.t, i * g.f + j, ad, bd, sc * inv * (gv - sdy / g.n - xh * sdyx / g.n));
+            }
+            put(dscale, g.pt, j, bp == 0 ? ap * sdyx : ap * sdyx + bp * get(dscale, g.pt, j));
+            put(dbias, g.pt, j, bp == 0 ? ap * sdy : ap * sdy + bp * get(dbias, g.pt, j));
         }
-        double sdy = 0, sdyx = 0;
-        for (int64_t i = 0; i < g.n; i++) {
-            double gv = get(dy, g.t, i * g.f + j), xh = (get(x, g.t, i * g.f + j) - mean) * inv;
-            sdy += gv, sdyx += gv * xh;
-        }
-        double sc = get(scale, g.pt, j);
-        for (int64_t i = 0; i < g.n; i++) {
-            double gv = get(dy, g.t, i * g.f + j), xh = (get(x, g.t, i * g.f + j) - mean) * inv;
-            blend(dx, g.t, i * g.f + j, ad, bd, sc * inv * (gv - sdy / g.n - xh * sdyx / g.n));
-        }
-        put(dscale, g.pt, j, bp == 0 ? ap * sdyx : ap * sdyx + bp * get(dscale, g.pt, j));
-        put(dbias, g.pt, j, bp == 0 ? ap * sdy : ap * sdy + bp * get(dbias, g.pt, j));
-    }
+    });
     return CUDNN_STATUS_SUCCESS;
 }
 

@@ -4,13 +4,46 @@
 
 #include <cuda_runtime_api.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include <functional>
 
 namespace cgemu {
-/* makes e the runtime's pending error (cudaGetLastError) and prints why */
+
+/* ---- emu_runtime.cpp ---- */
+/* makes e the calling thread's pending error (cudaGetLastError) and prints why */
 cudaError_t record_launch_error(cudaError_t e, const char *why);
-void note_launch();
 /* [p, p + n) lies inside one live device allocation */
 bool is_device_range(const void *p, size_t n);
+
+/* ---- emu_stream.cpp: deferred work ----
+ * Work queued on a stream runs only when the host must see it: a synchronisation of the
+ * stream, of an event recorded on it, of the device, a blocking copy, or a free (cudaFree
+ * and cudaFreeHost synchronise the device). A stream that waits on an event runs the other
+ * stream's work up to that event first. Everything else stays queued, so a missing wait
+ * shows as stale data. One recursive lock covers all of it: host threads take turns. */
+void enqueue(cudaStream_t s, std::function<void()> work);
+void flush_stream(cudaStream_t s);
+void flush_all();
+/* events: `ev` names the emulator's event object */
+void event_record(void *ev, cudaStream_t s);
+void event_wait(cudaStream_t s, void *ev);
+void event_sync(void *ev);
+double event_time(void *ev); /* host ms when it ran, < 0 when never recorded */
+void *event_new(unsigned flags);
+unsigned event_flags(void *ev);
+void event_free(void *ev);
+cudaStream_t stream_new();
+void stream_free(cudaStream_t s);
+/* an error of deferred work (a kernel fault): sticky, as a device's launch failures are */
+void set_sticky(cudaError_t e, const char *why);
+cudaError_t sticky();
+/* holds the emulator's lock for a scope */
+struct guard {
+    guard();
+    ~guard();
+};
+
 } // namespace cgemu
 
 #endif

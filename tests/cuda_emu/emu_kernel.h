@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <functional>
 #include <tuple>
 #include <utility>
 
@@ -30,9 +31,11 @@ void block_barrier();
 void warp_exchange(const void *mine, void *theirs, int src_lane, unsigned mask, size_t bytes);
 void *dynamic_smem();
 
-/* runs body() once per thread of every block; returns the launch's error (bad
- * configuration, a deadlock at a barrier, a shuffle with missing lanes) */
-cudaError_t run_grid(dim3 grid, dim3 block, size_t smem, cudaStream_t s, void (*body)(void *), void *ctx);
+/* checks the configuration (a bad one is the launch's error, as on a device), then queues
+ * the grid on stream s: thread_body runs once per thread of every block when the stream's
+ * work runs (emu_stream.cpp); a fault then (a deadlock at a barrier, a shuffle with missing
+ * lanes) is a sticky error */
+cudaError_t queue_grid(dim3 grid, dim3 block, size_t smem, cudaStream_t s, std::function<void()> thread_body);
 
 template <typename... P> struct launcher {
     void (*fn)(P...);
@@ -40,18 +43,13 @@ template <typename... P> struct launcher {
     size_t smem;
     cudaStream_t stream;
     template <typename... A> void operator()(A &&...a) const {
-        std::tuple<P...> args(std::forward<A>(a)...); /* kernel parameters by value, as on a device */
-        struct ctx_t {
-            void (*fn)(P...);
-            std::tuple<P...> *args;
-        } ctx = {fn, &args};
-        (void)run_grid(grid, block, smem, stream,
-                       [](void *p) {
-                           ctx_t *c = (ctx_t *)p;
-                           std::tuple<P...> copy = *c->args; /* each thread its own copy */
-                           std::apply(c->fn, copy);
-                       },
-                       &ctx);
+        /* kernel parameters by value, as on a device; each thread gets its own copy */
+        std::tuple<P...> args(std::forward<A>(a)...);
+        void (*f)(P...) = fn;
+        (void)queue_grid(grid, block, smem, stream, [f, args] {
+            std::tuple<P...> copy = args;
+            std::apply(f, copy);
+        });
     }
 };
 

@@ -1,16 +1,17 @@
 /* The CUDA runtime API, emulated on the host (tests/cuda_emu/README.md): one device, whose
  * memory is host memory handed out by malloc, counted against an emulated capacity
- * (CGEMU_MEM_MB, default 16384) so that out-of-memory paths can be reached. Work runs when it
- * is queued: streams and events keep no queue, and an event's time is the host clock when it
- * was recorded. What the emulator can check, it checks and fails like a device would:
+ * (CGEMU_MEM_MB, default 16384) so that out-of-memory paths can be reached. Queued work is
+ * deferred until the host must see it (emu_stream.cpp); an event's time is the host clock
+ * when its mark ran. What the emulator can check, it checks and fails like a device would:
  * cudaMemcpy directions against the live allocations (a "device" pointer that is not inside
  * one, or a host pointer that is), frees of pointers never allocated, bad devices. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <map>
+#include <memory>
+#include <vector>
 #include <mutex>
 
 #include "emu_internal.h"
@@ -46,21 +47,6 @@ bool in_map(const std::map<uintptr_t, size_t> &m, const void *p, size_t n) {
     return a >= it->first && a + n <= it->first + it->second && a + n >= a;
 }
 
-struct stream_obj {
-    int magic;
-};
-struct event_obj {
-    int magic;
-    double t_ms;
-    unsigned flags;
-};
-
-double now_ms() {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 } // namespace
 
 namespace cgemu {
@@ -69,7 +55,6 @@ cudaError_t record_launch_error(cudaError_t e, const char *why) {
     g_last = e;
     return e;
 }
-void note_launch() {}
 bool is_device_range(const void *p, size_t n) {
     std::lock_guard<std::mutex> lock(g_mem_mutex);
     return in_map(g_device, p, n ? n : 1);
@@ -178,6 +163,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
 
 cudaError_t cudaFree(void *p) {
     if (!p) return cudaSuccess;
+    cgemu::flush_all(); /* cudaFree synchronises the device */
     std::lock_guard<std::mutex> lock(g_mem_mutex);
     auto it = g_device.find((uintptr_t)p);
     if (it == g_device.end()) {
@@ -217,6 +203,7 @@ cudaError_t cudaHostGetDevicePointer(void **d, void *h, unsigned int flags) {
 
 cudaError_t cudaFreeHost(void *p) {
     if (!p) return cudaSuccess;
+    cgemu::flush_all(); /* so does cudaFreeHost */
     std::lock_guard<std::mutex> lock(g_mem_mutex);
     auto it = g_pinned.find((uintptr_t)p);
     if (it == g_pinned.end()) return fail(cudaErrorInvalidValue);
@@ -226,7 +213,8 @@ cudaError_t cudaFreeHost(void *p) {
 }
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind, cudaStream_t s) {
-    (void)s;
+    cgemu::guard g;
+    if (cgemu::sticky()) return fail(cgemu::sticky());
     if (n == 0) return cudaSuccess;
     bool dd = cgemu::is_device_range(dst, n), sd = cgemu::is_device_range(src, n);
     bool ok = kind == cudaMemcpyHostToDevice   ? dd && !sd
@@ -239,81 +227,104 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
                 dst, src, n, (int)kind);
         return fail(cudaErrorInvalidValue);
     }
-    memmove(dst, src, n);
+    bool src_pinned, dst_pinned;
+    {
+        std::lock_guard<std::mutex> lock(g_mem_mutex);
+        src_pinned = in_map(g_pinned, src, n), dst_pinned = in_map(g_pinned, dst, n);
+    }
+    if (kind == cudaMemcpyDeviceToHost && !dst_pinned) { /* to pageable memory: returns when done */
+        cgemu::flush_stream(s);
+        memmove(dst, src, n);
+        return cudaSuccess;
+    }
+    if (kind == cudaMemcpyHostToDevice && !src_pinned) { /* from pageable memory: the source is staged now */
+        std::shared_ptr<std::vector<char>> stage = std::make_shared<std::vector<char>>((const char *)src,
+                                                                                     (const char *)src + n);
+        cgemu::enqueue(s, [dst, stage] { memcpy(dst, stage->data(), stage->size()); });
+        return cudaSuccess;
+    }
+    cgemu::enqueue(s, [dst, src, n] { memmove(dst, src, n); }); /* pinned or device: read when it runs */
     return cudaSuccess;
 }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind) {
-    return cudaMemcpyAsync(dst, src, n, kind, 0);
+    cgemu::flush_all();
+    cudaError_t e = cudaMemcpyAsync(dst, src, n, kind, 0);
+    cgemu::flush_all();
+    return e;
 }
 
 cudaError_t cudaMemsetAsync(void *p, int value, size_t n, cudaStream_t s) {
-    (void)s;
+    if (cgemu::sticky()) return fail(cgemu::sticky());
     if (n == 0) return cudaSuccess;
     if (!cgemu::is_device_range(p, n)) {
         fprintf(stderr, "cuda emulator: cudaMemsetAsync(%p, %zu) outside device memory\n", p, n);
         return fail(cudaErrorInvalidValue);
     }
-    memset(p, value, n);
+    cgemu::enqueue(s, [p, value, n] { memset(p, value, n); });
     return cudaSuccess;
 }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
     (void)flags;
-    *s = (cudaStream_t) new stream_obj{0x57};
+    *s = cgemu::stream_new();
     return cudaSuccess;
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
-    delete (stream_obj *)s;
+    cgemu::stream_free(s);
     return cudaSuccess;
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-    (void)s;
-    return cudaSuccess;
+    cgemu::flush_stream(s);
+    return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
 }
 
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+    cgemu::flush_all();
+    return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
+}
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags) {
-    (void)s, (void)e, (void)flags;
+    (void)flags;
+    cgemu::event_wait(s, e);
     return cudaSuccess;
 }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
-    *e = (cudaEvent_t) new event_obj{0xe7, -1.0, flags};
+    *e = (cudaEvent_t)cgemu::event_new(flags);
     return cudaSuccess;
 }
 
 cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
 
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
-    delete (event_obj *)e;
+    cgemu::event_free(e);
     return cudaSuccess;
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
-    (void)s;
-    ((event_obj *)e)->t_ms = now_ms();
+    cgemu::event_record(e, s);
     return cudaSuccess;
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-    (void)e;
-    return cudaSuccess;
+    cgemu::event_sync(e);
+    return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
 }
 
-cudaError_t cudaEventQuery(cudaEvent_t e) {
-    (void)e;
-    return cudaSuccess;
+cudaError_t cudaEventQuery(cudaEvent_t e) { /* never "not ready": a polling host would wait forever */
+    cgemu::event_sync(e);
+    return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
 }
 
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
-    event_obj *x = (event_obj *)a, *y = (event_obj *)b;
-    if ((x->flags | y->flags) & cudaEventDisableTiming) return fail(cudaErrorInvalidResourceHandle);
-    if (x->t_ms < 0 || y->t_ms < 0) return fail(cudaErrorInvalidResourceHandle);
-    *ms = (float)(y->t_ms - x->t_ms);
+    if ((cgemu::event_flags(a) | cgemu::event_flags(b)) & cudaEventDisableTiming)
+        return fail(cudaErrorInvalidResourceHandle);
+    double ta = cgemu::event_time(a), tb = cgemu::event_time(b);
+    if (ta < 0 || tb < 0) return fail(cudaErrorNotReady);
+    *ms = (float)(tb - ta);
     return cudaSuccess;
 }
 

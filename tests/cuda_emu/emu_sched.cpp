@@ -9,14 +9,15 @@
  * warp with lanes that already returned, which is undefined on a device.
  *
  * The fiber switch is 14 instructions of x86-64 assembly (callee-saved registers and the
- * stack pointer), so a barrier costs a few nanoseconds per thread. Launches from several
- * host threads take turns (one mutex); kernels run synchronously at launch. */
+ * stack pointer), so a barrier costs a few nanoseconds per thread. A launch checks its
+ * configuration and queues the grid on its stream (emu_stream.cpp: it runs when the host
+ * must see its results); a fault while it runs is a sticky error. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <mutex>
+#include <functional>
 
 #include "emu_internal.h"
 #include "emu_kernel.h"
@@ -63,11 +64,9 @@ struct block_state {
     fiber f[MAX_THREADS];
     void *sched_sp;
     const char *fault; /* set when the launch must fail */
-    void (*body)(void *);
-    void *ctx;
+    const std::function<void()> *body;
 };
 
-std::mutex g_launch_mutex;
 block_state g_b;
 char *g_stacks;
 alignas(16) unsigned char g_smem[SMEM_LIMIT];
@@ -87,7 +86,7 @@ void open_warp_if_complete(int w) {
 }
 
 [[noreturn]] void fiber_main() {
-    g_b.body(g_b.ctx);
+    (*g_b.body)();
     int w = g_b.cur >> 5;
     g_b.f[g_b.cur].state = DONE;
     g_b.live--;
@@ -210,9 +209,38 @@ void warp_exchange(const void *mine, void *theirs, int src_lane, unsigned mask, 
 
 void *dynamic_smem() { return g_smem; }
 
-cudaError_t run_grid(dim3 grid, dim3 block, size_t smem, cudaStream_t s, void (*body)(void *), void *ctx) {
-    std::lock_guard<std::mutex> lock(g_launch_mutex);
-    (void)s;
+namespace {
+
+void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body) {
+    if (sticky()) return; /* after a fault a device runs nothing more */
+    if (!init_stacks()) {
+        set_sticky(cudaErrorMemoryAllocation, "launch: no memory for fiber stacks");
+        return;
+    }
+    g_b.n = (int)(block.x * block.y * block.z);
+    g_b.fault = NULL;
+    g_b.body = &body;
+    g_block_dim = block;
+    g_grid_dim = grid;
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                g_block.x = x, g_block.y = y, g_block.z = z;
+                memset(g_smem, 0xcd, smem); /* dynamic shared memory starts as garbage */
+                if (!run_block(((x ^ y ^ z) & 1) != 0)) {
+                    char msg[256];
+                    snprintf(msg, sizeof msg, "kernel fault in block (%u,%u,%u), thread %d: %s", x, y, z, g_b.cur,
+                             g_b.fault);
+                    set_sticky(cudaErrorLaunchFailure, msg);
+                    return;
+                }
+            }
+}
+
+} // namespace
+
+cudaError_t queue_grid(dim3 grid, dim3 block, size_t smem, cudaStream_t s, std::function<void()> body) {
+    if (sticky()) return record_launch_error(sticky(), "launch after an earlier kernel fault");
     uint64_t nthreads = (uint64_t)block.x * block.y * block.z;
     if (nthreads == 0 || nthreads > MAX_THREADS || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
         grid.y > 65535 || grid.z > 65535 || grid.x > 0x7fffffffu)
@@ -220,24 +248,7 @@ cudaError_t run_grid(dim3 grid, dim3 block, size_t smem, cudaStream_t s, void (*
     if (smem > SMEM_LIMIT)
         return record_launch_error(cudaErrorInvalidValue,
                                    "launch: more than 48 KiB of dynamic shared memory without the opt-in attribute");
-    if (!init_stacks()) return record_launch_error(cudaErrorMemoryAllocation, "launch: no memory for fiber stacks");
-    g_b.n = (int)nthreads;
-    g_b.fault = NULL;
-    g_b.body = body;
-    g_b.ctx = ctx;
-    g_block_dim = block;
-    g_grid_dim = grid;
-    note_launch();
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
-                g_block.x = x, g_block.y = y, g_block.z = z;
-                memset(g_smem, 0xcd, smem); /* dynamic shared memory starts as garbage */
-                if (!run_block(((x ^ y ^ z) & 1) != 0)) {
-                    fprintf(stderr, "cuda emulator: block (%u,%u,%u) thread %d: %s\n", x, y, z, g_b.cur, g_b.fault);
-                    return record_launch_error(cudaErrorLaunchFailure, g_b.fault);
-                }
-            }
+    enqueue(s, [grid, block, smem, body] { run_grid(grid, block, smem, body); });
     return cudaSuccess;
 }
 

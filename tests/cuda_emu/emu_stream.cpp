@@ -1,0 +1,169 @@
+/* Streams and events of the CUDA emulator: deferred work (emu_internal.h). Each stream is a
+ * FIFO of closures with counts of work queued and done; an event is a (stream, count) mark,
+ * taken when it is recorded (cudaStreamWaitEvent waits for the record made before the call,
+ * as on a device), plus the host time at which its mark ran. */
+#include <stdio.h>
+#include <time.h>
+
+#include <deque>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "emu_internal.h"
+
+namespace cgemu {
+namespace {
+
+struct stream_q {
+    std::deque<std::function<void()>> q;
+    uint64_t queued = 0, done = 0;
+    bool running = false; /* a closure of this stream is executing (a wait inside it flushes others) */
+};
+
+struct event_obj {
+    unsigned flags;
+    stream_q *stream = nullptr;
+    uint64_t mark = 0;
+    double t_ms = -1;
+};
+
+std::recursive_mutex g_lock;
+std::map<cudaStream_t, stream_q *> g_streams;
+std::vector<stream_q *> g_retired;
+cudaError_t g_sticky = cudaSuccess;
+
+double now_ms() {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+stream_q *q_of(cudaStream_t s) {
+    auto it = g_streams.find(s);
+    if (it != g_streams.end()) return it->second;
+    stream_q *q = new stream_q; /* the legacy default stream (0), made on first use */
+    g_streams[s] = q;
+    return q;
+}
+
+/* runs q's closures until `upto` of them are done */
+void run_until(stream_q *q, uint64_t upto) {
+    while (q->done < upto && !q->q.empty()) {
+        if (q->running) { /* only a wait cycle gets here, which a device would hang on */
+            set_sticky(cudaErrorLaunchFailure, "stream waits on work queued after the wait itself");
+            return;
+        }
+        std::function<void()> f = std::move(q->q.front());
+        q->q.pop_front();
+        q->running = true;
+        f();
+        q->running = false;
+        q->done++;
+    }
+}
+
+} // namespace
+
+guard::guard() { g_lock.lock(); }
+guard::~guard() { g_lock.unlock(); }
+
+void enqueue(cudaStream_t s, std::function<void()> work) {
+    guard g;
+    stream_q *q = q_of(s);
+    q->q.push_back(std::move(work));
+    q->queued++;
+}
+
+void flush_stream(cudaStream_t s) {
+    guard g;
+    stream_q *q = q_of(s);
+    run_until(q, q->queued);
+}
+
+void flush_all() {
+    guard g;
+    for (bool any = true; any;) { /* closures may queue more work */
+        any = false;
+        for (auto &kv : g_streams)
+            if (!kv.second->running && kv.second->done < kv.second->queued) {
+                run_until(kv.second, kv.second->queued);
+                any = true;
+            }
+    }
+}
+
+void *event_new(unsigned flags) {
+    event_obj *e = new event_obj;
+    e->flags = flags;
+    return e;
+}
+unsigned event_flags(void *ev) { return ((event_obj *)ev)->flags; }
+void event_free(void *ev) {
+    guard g;
+    delete (event_obj *)ev;
+}
+
+void event_record(void *ev, cudaStream_t s) {
+    guard g;
+    event_obj *e = (event_obj *)ev;
+    stream_q *q = q_of(s);
+    q->q.push_back([e] { e->t_ms = now_ms(); });
+    q->queued++;
+    e->stream = q;
+    e->mark = q->queued;
+}
+
+void event_wait(cudaStream_t s, void *ev) {
+    guard g;
+    event_obj *e = (event_obj *)ev;
+    if (!e->stream) return; /* never recorded: nothing to wait for */
+    stream_q *other = e->stream;
+    uint64_t mark = e->mark;
+    stream_q *q = q_of(s);
+    q->q.push_back([other, mark] { run_until(other, mark); });
+    q->queued++;
+}
+
+void event_sync(void *ev) {
+    guard g;
+    event_obj *e = (event_obj *)ev;
+    if (e->stream) run_until(e->stream, e->mark);
+}
+
+double event_time(void *ev) {
+    guard g;
+    return ((event_obj *)ev)->t_ms;
+}
+
+cudaStream_t stream_new() {
+    guard g;
+    stream_q *q = new stream_q;
+    cudaStream_t s = (cudaStream_t)q; /* a unique handle */
+    g_streams[s] = q;
+    return s;
+}
+
+void stream_free(cudaStream_t s) {
+    guard g;
+    auto it = g_streams.find(s);
+    if (it == g_streams.end()) return;
+    run_until(it->second, it->second->queued); /* queued work still completes */
+    g_retired.push_back(it->second);          /* events recorded on it may still name it */
+    g_streams.erase(it);
+}
+
+void set_sticky(cudaError_t e, const char *why) {
+    guard g;
+    if (g_sticky == cudaSuccess) {
+        fprintf(stderr, "cuda emulator: %s (sticky: every later call fails)\n", why);
+        g_sticky = e;
+    }
+}
+
+cudaError_t sticky() {
+    guard g;
+    return g_sticky;
+}
+
+} // namespace cgemu
