@@ -15,6 +15,7 @@
  * Skips (exit 77, shown by ctest as skipped) with "no CUDA device: skipping GPU suite" in a CPU-only build or when
  * cg_device_count() == 0. Compiles in both builds (only public API + backend.h). */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1282,6 +1283,82 @@ START_TEST(fit_restores_batchnorm_like_cpu) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------- thread-safe inference */
+
+typedef struct predict_job {
+    const cg_model *m;
+    const cg_tensor *x; /* on the host: each call uploads it, as a service's request would be */
+    const float *ref;   /* the single-thread GPU output */
+    int64_t n;
+    int bad, iters;
+} predict_job;
+
+static void *predict_worker(void *arg) {
+    predict_job *j = arg;
+    float *v = malloc((size_t)j->n * sizeof *v);
+    for (int it = 0; it < j->iters; it++) {
+        cg_tensor *y = NULL;
+        if (!v || cg_model_predict(j->m, j->x, &y) != CG_OK ||
+            cg_tensor_to_host(y, v, (size_t)j->n * sizeof *v) != CG_OK || memcmp(v, j->ref, (size_t)j->n * sizeof *v))
+            j->bad++;
+        cg_tensor_release(y);
+    }
+    free(v);
+    return NULL;
+}
+
+/* cg_model_predict from four host threads at once on one model on the GPU (the embedding
+ * service's call): every output equals the single-thread GPU output bit for bit (the same
+ * kernels on the same shapes, one stream), which matches the CPU; the model is unchanged. */
+START_TEST(predict_threads_match_one_thread) {
+    cg_model *m;
+    CGT_OK(cg_model_create(CG_CPU, CG_F32, 23, &m));
+    CGT_OK(cg_model_add_dense(m, 20, 48, CG_ACT_GELU));
+    CGT_OK(cg_model_add_batchnorm1d(m, 48, 0, 0));
+    CGT_OK(cg_model_add_dropout(m, 0.3));
+    CGT_OK(cg_model_add_layernorm(m, 48, 0));
+    CGT_OK(cg_model_add_dense(m, 48, 7, CG_ACT_RELU));
+    CGT_OK(cg_model_add_dense(m, 7, 5, CG_ACT_SIGMOID));
+    cgt_rand r = cgt_rand_make("predict threads");
+    int64_t s[2] = {37, 20}, n = 37 * 5;
+    cg_tensor *x = cgt_randn(&r, s, 2, CG_F32, CG_CPU), *y = NULL;
+    CGT_OK(cg_model_forward(m, x, &y)); /* a training forward moves the running statistics */
+    cg_tensor_release(y);
+    CGT_OK(cg_model_predict(m, x, &y));
+    double *cpu = cgt_read(y);
+    cg_tensor_release(y);
+    CGT_OK(cg_model_to(m, GPU));
+    cg_state_dict *before, *after;
+    CGT_OK(cg_model_state_dict(m, &before));
+    CGT_OK(cg_model_predict(m, x, &y));
+    double *gpu = cgt_read(y);
+    CGT_ASSERT_CLOSE_ARR(gpu, cpu, n, gpu_tol(CG_F32, 10), "predict on the GPU");
+    float *ref = malloc((size_t)n * sizeof *ref);
+    CGT_OK(cg_tensor_to_host(y, ref, (size_t)n * sizeof *ref));
+    cg_tensor_release(y);
+    pthread_t th[4];
+    predict_job jobs[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (predict_job){m, x, ref, n, 0, 25};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, predict_worker, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++) ck_assert_msg(jobs[i].bad == 0, "thread %d: %d of 25 predictions differ or failed", i, jobs[i].bad);
+    CGT_OK(cg_model_state_dict(m, &after));
+    for (size_t i = 0; i < cg_state_dict_count(before); i++) {
+        cg_tensor *a = cg_state_dict_tensor_at(before, i), *b = cg_state_dict_tensor_at(after, i);
+        int64_t k = cg_tensor_numel(a);
+        double *av = cgt_read(a), *bv = cgt_read(b);
+        ck_assert_msg(memcmp(av, bv, (size_t)k * sizeof *av) == 0, "%s changed", cg_state_dict_name_at(before, i));
+        free(av), free(bv);
+    }
+    cg_state_dict_free(before), cg_state_dict_free(after);
+    free(cpu), free(gpu), free(ref);
+    cg_tensor_release(x);
+    cg_model_free(m);
+}
+END_TEST
+
 /* A label out of range during fit: on the GPU the kernel's report waits for the step log's
  * read (or for the gradient-norm check's read, on an epoch's first step); either way fit
  * fails with CG_E_INVALID naming the label, after the same optimizer steps as the CPU, which
@@ -1694,6 +1771,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, fit_matches_cpu_and_rolls_back);
     tcase_add_test(tc, fit_restores_batchnorm_like_cpu);
     tcase_add_test(tc, fit_bad_label_like_cpu);
+    tcase_add_test(tc, predict_threads_match_one_thread);
 #if !defined(CG_GPU_SUITE_ON_CPU) || defined(CG_HAVE_CUDA) /* cg_cuda_set_* need the CUDA build */
     tcase_add_test(tc, matmul_precisions);
 #endif
