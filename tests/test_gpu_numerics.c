@@ -1587,8 +1587,16 @@ END_TEST
 
 /* ---------------------------------------------------------------- allocator */
 
+/* The caching state the suite was started with (CG_CUDA_NO_CACHING), put back by the
+ * allocator tests that switch it. */
+static int caching_at_start(void) {
+    const char *env = getenv("CG_CUDA_NO_CACHING");
+    return !(env && *env && strcmp(env, "0") != 0);
+}
+
 START_TEST(allocator_stats_reuse_and_oom) {
     cg_cuda_mem_stats s0, s1, s2, s3;
+    CGT_OK(cg_cuda_set_caching(0, 1));
     CGT_OK(cg_cuda_empty_cache(0));
     CGT_OK(cg_cuda_memory_stats(0, &s0));
     ck_assert_uint_eq(s0.cached, 0);
@@ -1627,6 +1635,59 @@ START_TEST(allocator_stats_reuse_and_oom) {
     ck_assert(info.sm_count > 0);
     CGT_FAILS(cg_cuda_device_info_get(999, &info), CG_E_DEVICE, "cuda:999");
     CGT_OK(cg_cuda_synchronize(0));
+    CGT_OK(cg_cuda_set_caching(0, caching_at_start()));
+}
+END_TEST
+
+/* Caching off: exact-size blocks from cudaMalloc, handed back at their free; kernels that
+ * run in between still see their data (the free waits for the stream). */
+START_TEST(allocator_without_caching) {
+    int64_t small = 1000;
+    cg_tensor *t = NULL;
+    CGT_OK(cg_cuda_set_caching(0, 1));
+    CGT_OK(cg_tensor_zeros(&small, 1, CG_F32, GPU, &t));
+    cg_tensor_release(t); /* a cached block that switching off must give back */
+    cg_cuda_mem_stats s0, s1, s2, s3;
+    CGT_OK(cg_cuda_set_caching(0, 0));
+    CGT_OK(cg_cuda_memory_stats(0, &s0));
+    ck_assert_uint_eq(s0.cached, 0);
+    int64_t n = 1003; /* 4012 bytes: a size class would round it to 4096 */
+    CGT_OK(cg_tensor_zeros(&n, 1, CG_F32, GPU, &t));
+    CGT_OK(cg_cuda_memory_stats(0, &s1));
+    ck_assert_uint_eq(s1.in_use, s0.in_use + (size_t)n * 4);
+    ck_assert_uint_eq(s1.reserved, s0.reserved + (size_t)n * 4);
+    ck_assert_uint_eq(s1.n_cuda_malloc, s0.n_cuda_malloc + 1);
+    ck_assert_uint_eq(s1.n_cache_hit, s0.n_cache_hit);
+    /* work on the block, queued before its free, still reads the right data */
+    cgt_rand r = cgt_rand_make("allocator_without_caching");
+    float *h = malloc((size_t)n * sizeof *h);
+    ck_assert_ptr_nonnull(h);
+    for (int64_t i = 0; i < n; i++) h[i] = (float)cgt_uniform(&r, -2, 2);
+    cg_tensor *x = NULL, *y = NULL, *yc = NULL;
+    CGT_OK(cg_tensor_from_host(h, &n, 1, CG_F32, GPU, &x));
+    CGT_OK(cg_relu(x, &y));
+    cg_tensor_release(x);
+    CGT_OK(cg_tensor_to(y, CG_CPU, &yc));
+    const float *yd = cg_tensor_data(yc);
+    for (int64_t i = 0; i < n; i++) ck_assert_float_eq(yd[i], h[i] > 0 ? h[i] : 0.0f);
+    cg_tensor_release(yc);
+    cg_tensor_release(y);
+    cg_tensor_release(t);
+    CGT_OK(cg_cuda_memory_stats(0, &s2));
+    ck_assert_uint_eq(s2.cached, 0);
+    ck_assert_uint_eq(s2.in_use, s0.in_use);
+    ck_assert_uint_eq(s2.reserved, s0.reserved);
+    ck_assert_uint_eq(s2.n_cuda_free - s0.n_cuda_free, s2.n_cuda_malloc - s0.n_cuda_malloc);
+    ck_assert_uint_eq(s2.n_cache_hit, s0.n_cache_hit);
+    /* back on: a freed block is cached again */
+    CGT_OK(cg_cuda_set_caching(0, 1));
+    CGT_OK(cg_tensor_zeros(&n, 1, CG_F32, GPU, &t));
+    cg_tensor_release(t);
+    CGT_OK(cg_cuda_memory_stats(0, &s3));
+    ck_assert_msg(s3.cached >= 4096, "caching back on: the freed block was not cached");
+    CGT_FAILS(cg_cuda_set_caching(999, 0), CG_E_DEVICE, "cuda:999");
+    CGT_OK(cg_cuda_set_caching(0, caching_at_start()));
+    free(h);
 }
 END_TEST
 
@@ -1778,6 +1839,7 @@ static Suite *suite(void) {
 #ifndef CG_GPU_SUITE_ON_CPU /* device behaviour: deferred label errors, the allocator, async uploads */
     tcase_add_test(tc, ce_bad_label_reported_at_next_sync);
     tcase_add_test(tc, allocator_stats_reuse_and_oom);
+    tcase_add_test(tc, allocator_without_caching);
     tcase_add_test(tc, loader_prefetch_matches_cpu);
 #endif
     suite_add_tcase(s, tc);

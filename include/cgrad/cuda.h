@@ -52,6 +52,14 @@ CG_API cg_status cg_cuda_memory_stats(int dev, cg_cuda_mem_stats *out);
 CG_API cg_status cg_cuda_reset_peak(int dev);
 /* Returns every cached (free) block to the driver; live tensors are untouched. */
 CG_API cg_status cg_cuda_empty_cache(int dev);
+/* Turns the cache off (0) or back on (1) for a device. Without it every allocation is a
+ * cudaMalloc of exactly the bytes asked for and every free waits for the device's stream
+ * and calls cudaFree: slow, for debugging only. Under compute-sanitizer (or a host
+ * sanitizer over the CUDA emulator) an access past the end of a tensor then lands outside
+ * its allocation instead of in the unused tail of a size class. Turning it off empties the
+ * cache first. The environment variable CG_CUDA_NO_CACHING=1 sets the starting state of
+ * every device (like PyTorch's PYTORCH_NO_CUDA_MEMORY_CACHING). */
+CG_API cg_status cg_cuda_set_caching(int dev, int enabled);
 
 /* ---- matmul precision (process-wide; f64 matmuls always compute in f64) ---- */
 typedef enum cg_cuda_matmul_precision {

@@ -9,12 +9,16 @@
  * ordered both ways by events (see there).
  * On cudaMalloc failure the cache is returned to the driver and the call retried once;
  * a second failure is CG_E_OOM with the size asked for and cudaMemGetInfo's numbers.
+ * With caching off (cg_cuda_set_caching, CG_CUDA_NO_CACHING=1) a block is exactly the
+ * request and goes back to the driver at its free, after the stream has drained: a debug
+ * mode in which sanitizers see every overrun past a tensor's end.
  *
  * Transfers: host buffers are pageable user memory, so copies go through a ring of four
  * pinned 4 MiB staging buffers per device, each guarded by an event, taken in turn across
  * calls. H2D returns once the data sits in pinned memory: the host waits only when the
  * buffer it takes is still read by the copy issued four chunks earlier. D2H waits for its
  * data (it must). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +36,7 @@
 typedef struct blk {
     void *ptr;
     size_t size, req;
+    int exact;              /* allocated with caching off: not class-sized, never cached */
     struct blk *next;
 } blk;
 
@@ -40,6 +45,7 @@ typedef struct pool {
     blk *bins[N_BINS];      /* free blocks by class */
     blk *live[N_BUCKETS];   /* live blocks by pointer hash */
     cg_cuda_mem_stats st;
+    int no_cache;           /* caching off: blocks come from and go back to the driver */
     /* staging */
     pthread_mutex_t stage_lock;
     void *stage[N_STAGE];
@@ -60,6 +66,8 @@ static pool *pool_of(int dev) {
         if (p) {
             pthread_mutex_init(&p->lock, NULL);
             pthread_mutex_init(&p->stage_lock, NULL);
+            const char *env = getenv("CG_CUDA_NO_CACHING");
+            p->no_cache = env && *env && strcmp(env, "0") != 0;
             g_pools[dev] = p;
         }
     }
@@ -144,7 +152,9 @@ cg_status cg_cuda_malloc(int dev, size_t nbytes, void **ptr) {
     size_t bin = size_class(nbytes, &rounded);
     if (bin >= N_BINS) return CG_FAIL(CG_E_OOM, "cuda:%d: allocation of %zu bytes is too large", dev, nbytes);
     pthread_mutex_lock(&p->lock);
-    blk *k = p->bins[bin];
+    int exact = p->no_cache;
+    if (exact) rounded = nbytes;
+    blk *k = exact ? NULL : p->bins[bin];
     if (k) {
         p->bins[bin] = k->next;
         p->st.cached -= k->size;
@@ -156,6 +166,7 @@ cg_status cg_cuda_malloc(int dev, size_t nbytes, void **ptr) {
             return CG_FAIL(CG_E_OOM, "cuda:%d: out of host memory for an allocator record", dev);
         }
         k->size = rounded;
+        k->exact = exact;
         cudaError_t e = cudaMalloc(&k->ptr, rounded);
         if (e == cudaErrorMemoryAllocation) {
             (void)cudaGetLastError();
@@ -200,6 +211,22 @@ cg_status cg_cuda_malloc(int dev, size_t nbytes, void **ptr) {
     return CG_OK;
 }
 
+/* Caching off: the block goes back to the driver once the stream has run every kernel
+ * queued before its free (not left to cudaFree's implicit synchronisation). When the wait
+ * fails the device is broken; the block is kept (leaked) rather than freed under a kernel. */
+static void release_now(int dev, blk *k) {
+    char saved_err[1024]; /* a free reports nothing: the caller's last message stays */
+    snprintf(saved_err, sizeof saved_err, "%s", cg_last_error());
+    cg_cuda_ctx *ctx = NULL;
+    if (cg_cuda_ctx_get(dev, &ctx) == CG_OK && cudaStreamSynchronize(ctx->stream) == cudaSuccess) {
+        free_blocks(k);
+        return;
+    }
+    (void)cudaGetLastError();
+    cg__restore_error(saved_err);
+    free(k);
+}
+
 void cg_cuda_free(int dev, void *ptr) {
     if (!ptr) return;
     pool *p = pool_of(dev);
@@ -213,6 +240,16 @@ void cg_cuda_free(int dev, void *ptr) {
         *pp = k->next;
         p->st.in_use -= k->size;
         p->st.requested -= k->req;
+    }
+    if (k && (k->exact || p->no_cache)) {
+        p->st.reserved -= k->size;
+        p->st.n_cuda_free++;
+        pthread_mutex_unlock(&p->lock);
+        k->next = NULL;
+        release_now(dev, k);
+        return;
+    }
+    if (k) {
         size_t rounded;
         size_t bin = size_class(k->size, &rounded);
         k->next = p->bins[bin];
@@ -268,6 +305,17 @@ cg_status cg_cuda_empty_cache(int dev) {
     }
     free_blocks(cached);
     return CG_OK;
+}
+
+cg_status cg_cuda_set_caching(int dev, int enabled) {
+    cg_cuda_ctx *ctx = NULL;
+    CG_TRY(cg_cuda_ctx_get(dev, &ctx));
+    pool *p = pool_of(dev);
+    if (!p) return CG_FAIL(CG_E_OOM, "cg_cuda_set_caching: out of host memory");
+    pthread_mutex_lock(&p->lock);
+    p->no_cache = !enabled;
+    pthread_mutex_unlock(&p->lock);
+    return enabled ? CG_OK : cg_cuda_empty_cache(dev);
 }
 
 /* ---- transfers ---- */
