@@ -127,6 +127,7 @@ __global__ void __launch_bounds__(1024, 1) softmax_block_kernel(int64_t rows, in
     T *row_sm = (T *)smem_raw;
     __shared__ ms<T> sh[32];
     int64_t row = blockIdx.x;
+    if (row >= rows) return; /* a whole block: no barrier is left waiting */
     const T *xr = x + row * d;
     ms<T> a{T(-INFINITY), T(0)};
     for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
