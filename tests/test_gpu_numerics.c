@@ -1587,15 +1587,10 @@ END_TEST
 
 /* ---------------------------------------------------------------- allocator */
 
-/* The caching state the suite was started with (CG_CUDA_NO_CACHING), put back by the
- * allocator tests that switch it. */
-static int caching_at_start(void) {
-    const char *env = getenv("CG_CUDA_NO_CACHING");
-    return !(env && *env && strcmp(env, "0") != 0);
-}
-
 START_TEST(allocator_stats_reuse_and_oom) {
     cg_cuda_mem_stats s0, s1, s2, s3;
+    int caching_before; /* the suite may run with CG_CUDA_NO_CACHING=1: put it back after */
+    CGT_OK(cg_cuda_get_caching(0, &caching_before));
     CGT_OK(cg_cuda_set_caching(0, 1));
     CGT_OK(cg_cuda_empty_cache(0));
     CGT_OK(cg_cuda_memory_stats(0, &s0));
@@ -1635,7 +1630,7 @@ START_TEST(allocator_stats_reuse_and_oom) {
     ck_assert(info.sm_count > 0);
     CGT_FAILS(cg_cuda_device_info_get(999, &info), CG_E_DEVICE, "cuda:999");
     CGT_OK(cg_cuda_synchronize(0));
-    CGT_OK(cg_cuda_set_caching(0, caching_at_start()));
+    CGT_OK(cg_cuda_set_caching(0, caching_before));
 }
 END_TEST
 
@@ -1644,11 +1639,17 @@ END_TEST
 START_TEST(allocator_without_caching) {
     int64_t small = 1000;
     cg_tensor *t = NULL;
+    int caching_before, on;
+    CGT_OK(cg_cuda_get_caching(0, &caching_before));
+    const char *env = getenv("CG_CUDA_NO_CACHING"); /* test_gpu_emu_nocache sets it to 1 */
+    if (env && strcmp(env, "1") == 0) ck_assert_msg(!caching_before, "CG_CUDA_NO_CACHING=1 left caching on");
     CGT_OK(cg_cuda_set_caching(0, 1));
     CGT_OK(cg_tensor_zeros(&small, 1, CG_F32, GPU, &t));
     cg_tensor_release(t); /* a cached block that switching off must give back */
     cg_cuda_mem_stats s0, s1, s2, s3;
     CGT_OK(cg_cuda_set_caching(0, 0));
+    CGT_OK(cg_cuda_get_caching(0, &on));
+    ck_assert_int_eq(on, 0);
     CGT_OK(cg_cuda_memory_stats(0, &s0));
     ck_assert_uint_eq(s0.cached, 0);
     int64_t n = 1003; /* 4012 bytes: a size class would round it to 4096 */
@@ -1685,8 +1686,11 @@ START_TEST(allocator_without_caching) {
     cg_tensor_release(t);
     CGT_OK(cg_cuda_memory_stats(0, &s3));
     ck_assert_msg(s3.cached >= 4096, "caching back on: the freed block was not cached");
+    CGT_OK(cg_cuda_get_caching(0, &on));
+    ck_assert_int_eq(on, 1);
     CGT_FAILS(cg_cuda_set_caching(999, 0), CG_E_DEVICE, "cuda:999");
-    CGT_OK(cg_cuda_set_caching(0, caching_at_start()));
+    CGT_FAILS(cg_cuda_get_caching(0, NULL), CG_E_INVALID, "enabled");
+    CGT_OK(cg_cuda_set_caching(0, caching_before));
     free(h);
 }
 END_TEST

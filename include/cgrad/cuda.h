@@ -60,6 +60,8 @@ CG_API cg_status cg_cuda_empty_cache(int dev);
  * cache first. The environment variable CG_CUDA_NO_CACHING=1 sets the starting state of
  * every device (like PyTorch's PYTORCH_NO_CUDA_MEMORY_CACHING). */
 CG_API cg_status cg_cuda_set_caching(int dev, int enabled);
+/* *enabled = 1 when the device's allocator caches, 0 when caching is off. */
+CG_API cg_status cg_cuda_get_caching(int dev, int *enabled);
 
 /* ---- matmul precision (process-wide; f64 matmuls always compute in f64) ---- */
 typedef enum cg_cuda_matmul_precision {

@@ -236,12 +236,14 @@ void cg_cuda_free(int dev, void *ptr) {
     blk **pp = &p->live[h];
     while (*pp && (*pp)->ptr != ptr) pp = &(*pp)->next;
     blk *k = *pp;
-    if (k) {
-        *pp = k->next;
-        p->st.in_use -= k->size;
-        p->st.requested -= k->req;
+    if (!k) {
+        pthread_mutex_unlock(&p->lock);
+        return;
     }
-    if (k && (k->exact || p->no_cache)) {
+    *pp = k->next;
+    p->st.in_use -= k->size;
+    p->st.requested -= k->req;
+    if (k->exact || p->no_cache) {
         p->st.reserved -= k->size;
         p->st.n_cuda_free++;
         pthread_mutex_unlock(&p->lock);
@@ -249,13 +251,10 @@ void cg_cuda_free(int dev, void *ptr) {
         release_now(dev, k);
         return;
     }
-    if (k) {
-        size_t rounded;
-        size_t bin = size_class(k->size, &rounded);
-        k->next = p->bins[bin];
-        p->bins[bin] = k;
-        p->st.cached += k->size;
-    }
+    size_t bin = size_class(k->size, &(size_t){0});
+    k->next = p->bins[bin];
+    p->bins[bin] = k;
+    p->st.cached += k->size;
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -316,6 +315,18 @@ cg_status cg_cuda_set_caching(int dev, int enabled) {
     p->no_cache = !enabled;
     pthread_mutex_unlock(&p->lock);
     return enabled ? CG_OK : cg_cuda_empty_cache(dev);
+}
+
+cg_status cg_cuda_get_caching(int dev, int *enabled) {
+    CG_ARG_NOT_NULL(enabled, "cg_cuda_get_caching");
+    cg_cuda_ctx *ctx = NULL;
+    CG_TRY(cg_cuda_ctx_get(dev, &ctx));
+    pool *p = pool_of(dev);
+    if (!p) return CG_FAIL(CG_E_OOM, "cg_cuda_get_caching: out of host memory");
+    pthread_mutex_lock(&p->lock);
+    *enabled = !p->no_cache;
+    pthread_mutex_unlock(&p->lock);
+    return CG_OK;
 }
 
 /* ---- transfers ---- */

@@ -43,6 +43,12 @@ cg_status cg_cuda_set_caching(int dev, int enabled) {
     return NO_CUDA("cg_cuda_set_caching");
 }
 
+cg_status cg_cuda_get_caching(int dev, int *enabled) {
+    (void)dev;
+    (void)enabled;
+    return NO_CUDA("cg_cuda_get_caching");
+}
+
 cg_status cg_cuda_set_matmul_precision(cg_cuda_matmul_precision p) {
     (void)p;
     return NO_CUDA("cg_cuda_set_matmul_precision");
