@@ -6,10 +6,11 @@
 // runs, warp butterflies, warp partials in order); long reductions are split into S
 // chunks whose partials go to a workspace and are then added in chunk order. S depends
 // only on the shape, never on the device, so a result is bit-identical across runs.
-// Accumulate rule: all outputs written (=). Accumulation in T (float for f32); sumsq in
-// double.
+// Accumulate rule: all outputs written (=). Accumulation in T (float for f32) for sum/mean;
+// in double for the sum of squares, reduce_to and the MSE / BCE mean and sum.
 // Bandwidth target: one read of x and one write of y: (outer*n*inner + outer*inner) *
-// sizeof(T) bytes; split reductions add S*outer*inner*2*sizeof(T) of partials (small).
+// sizeof(T) bytes; split reductions add S*outer*inner*2*sizeof(T) of partials (small). The
+// MSE / BCE mean and sum read a and b once and write only their partials (2 passes).
 #include "common.cuh"
 
 // ---------------------------------------------------------------- plan
@@ -185,46 +186,70 @@ static int64_t reduce_to_blocks(int64_t n) {
 
 extern "C" size_t cg_cuda_reduce_to_workspace(int64_t n) { return (size_t)reduce_to_blocks(n) * sizeof(double); }
 
-template <typename T>
-__global__ void reduce_to_part_kernel(int64_t n, int64_t B, const T *__restrict__ x, int square, double *part) {
+// The terms summed in double, as the CPU sums them (loss_cpu.inc): x, x^2, the MSE's
+// (a - b)^2 and BCE with logits' max(a, 0) - a b + log1p(e^-|a|), each from double operands
+// but for f32's log1p(e^-|a|), which stays in float (as in the elementwise BCE kernel) so
+// that the sum keeps to the memory floor on GPUs with few double units.
+enum { TERM_X, TERM_SQUARE, TERM_MSE, TERM_BCE };
+
+template <typename T, int TERM> __device__ __forceinline__ double term_at(const T *a, const T *b, int64_t k) {
+    double v = (double)a[k];
+    if (TERM == TERM_X) return v;
+    if (TERM == TERM_SQUARE) return v * v;
+    if (TERM == TERM_MSE) {
+        double d = v - (double)b[k];
+        return d * d;
+    }
+    double sp = sizeof(T) == 4 ? (double)log1pf(expf(-fabsf((float)v))) : log1p(exp(-fabs(v)));
+    return (v > 0 ? v : 0.0) - v * (double)b[k] + sp;
+}
+
+// part[block] = the sum of the block's chunk of terms (chunk = n / B rounded up)
+template <typename T, int TERM>
+__global__ void part_sums_kernel(int64_t n, int64_t B, const T *__restrict__ a, const T *__restrict__ b, double *part) {
     __shared__ double sh[32];
     int64_t L = (n + B - 1) / B, k0 = (int64_t)blockIdx.x * L, k1 = k0 + L < n ? k0 + L : n;
     double s = 0.0;
-    for (int64_t k = k0 + threadIdx.x; k < k1; k += blockDim.x) {
-        double v = (double)x[k];
-        s += square ? v * v : v;
-    }
+    for (int64_t k = k0 + threadIdx.x; k < k1; k += blockDim.x) s += term_at<T, TERM>(a, b, k);
     s = cg_block_sum(s, sh);
     if (threadIdx.x == 0) part[blockIdx.x] = s;
+}
+
+// the B partials in block order (one block of 256 threads)
+__device__ __forceinline__ double sum_parts(int64_t B, const double *part, double *sh) {
+    double s = 0.0;
+    for (int64_t k = threadIdx.x; k < B; k += blockDim.x) s += part[k];
+    return cg_block_sum(s, sh);
 }
 
 // dst (= or +=) alpha * sum(part): explicitly rounded, like the CPU's `alpha * s` and `d + v`
 // (alpha = 0 still multiplies, so a non-finite sum poisons dst: the sticky guard)
 __global__ void reduce_to_final_kernel(int64_t B, const double *part, double alpha, int accumulate, double *dst) {
     __shared__ double sh[32];
-    double s = 0.0;
-    for (int64_t k = threadIdx.x; k < B; k += blockDim.x) s += part[k];
-    s = cg_block_sum(s, sh);
+    double s = sum_parts(B, part, sh);
     if (threadIdx.x == 0) {
         double v = __dmul_rn(alpha, s);
         *dst = accumulate ? __dadd_rn(*dst, v) : v;
     }
 }
 
+template <typename T, int TERM>
+static cudaError_t part_sums_launch(int64_t n, const T *a, const T *b, double *part, cudaStream_t s) {
+    if (n == 0) return cudaMemsetAsync(part, 0, sizeof(double), s); // one zero partial
+    int64_t B = reduce_to_blocks(n);
+    part_sums_kernel<T, TERM><<<(unsigned)B, 256, 0, s>>>(n, B, a, b, part);
+    return cudaGetLastError();
+}
+
 extern "C" cudaError_t cg_cuda_reduce_to(int dt, int64_t n, const void *x, double alpha, int square, int accumulate,
                                          double *dst, void *ws, cudaStream_t s) {
-    int64_t B = reduce_to_blocks(n);
-    if (n == 0) {
-        cudaError_t e = cudaMemsetAsync(ws, 0, sizeof(double), s); // one zero partial
-        if (e != cudaSuccess) return e;
-    } else {
-        CG_DISPATCH_FLOAT(dt, T, {
-            reduce_to_part_kernel<T><<<(unsigned)B, 256, 0, s>>>(n, B, (const T *)x, square, (double *)ws);
-        });
-        cudaError_t e = cudaGetLastError();
-        if (e != cudaSuccess) return e;
-    }
-    reduce_to_final_kernel<<<1, 256, 0, s>>>(B, (const double *)ws, alpha, accumulate, dst);
+    cudaError_t e = cudaErrorInvalidValue;
+    CG_DISPATCH_FLOAT(dt, T, {
+        e = square ? part_sums_launch<T, TERM_SQUARE>(n, (const T *)x, NULL, (double *)ws, s)
+                   : part_sums_launch<T, TERM_X>(n, (const T *)x, NULL, (double *)ws, s);
+    });
+    if (e != cudaSuccess) return e;
+    reduce_to_final_kernel<<<1, 256, 0, s>>>(reduce_to_blocks(n), (const double *)ws, alpha, accumulate, dst);
     return cudaGetLastError();
 }
 
@@ -304,11 +329,9 @@ extern "C" cudaError_t cg_cuda_count_correct(int dt, int64_t rows, int64_t C, co
 
 // ---------------------------------------------------------------- losses
 
+// (a - b)^2 from double operands, rounded once to T: the CPU's bits
 template <typename T> __global__ void mse_terms_kernel(int64_t n, const T *__restrict__ a, const T *__restrict__ b, T *__restrict__ t) {
-    CG_GRID_STRIDE(i, n) {
-        T d = a[i] - b[i];
-        t[i] = d * d;
-    }
+    CG_GRID_STRIDE(i, n) t[i] = (T)term_at<T, TERM_MSE>(a, b, i);
 }
 
 // max(x, 0) - x t + log(1 + exp(-|x|)): stable for any x
@@ -338,44 +361,68 @@ extern "C" cudaError_t cg_cuda_bce_terms(int dt, int64_t n, const void *x, const
     return cudaGetLastError();
 }
 
+// y (0-d, T) = sum of the terms / div, summed in double from one read of a and b (the CPU's
+// `(T)(s / n)`; only the B partials go through memory)
+template <typename T> __global__ void loss_final_kernel(int64_t B, const double *part, double div, T *y) {
+    __shared__ double sh[32];
+    double s = sum_parts(B, part, sh);
+    if (threadIdx.x == 0) *y = (T)__ddiv_rn(s, div);
+}
+
+extern "C" size_t cg_cuda_pair_loss_workspace(int64_t n) { return cg_cuda_reduce_to_workspace(n); }
+
+extern "C" cudaError_t cg_cuda_pair_loss_sum(int dt, int bce, int64_t n, const void *a, const void *b, double div,
+                                             void *y, void *ws, cudaStream_t s) {
+    cudaError_t e = cudaErrorInvalidValue;
+    CG_DISPATCH_FLOAT(dt, T, {
+        e = bce ? part_sums_launch<T, TERM_BCE>(n, (const T *)a, (const T *)b, (double *)ws, s)
+                : part_sums_launch<T, TERM_MSE>(n, (const T *)a, (const T *)b, (double *)ws, s);
+        if (e == cudaSuccess) {
+            loss_final_kernel<T><<<1, 256, 0, s>>>(reduce_to_blocks(n), (const double *)ws, div, (T *)y);
+            e = cudaGetLastError();
+        }
+    });
+    return e;
+}
+
+// 2 (a - b) g / div in double, the CPU's order: its bits, and finite where (a - b) is not in T
 template <typename T>
-__global__ void mse_bwd_kernel(int64_t n, int per_elem, T scale, const T *__restrict__ g, const T *__restrict__ a,
+__global__ void mse_bwd_kernel(int64_t n, int per_elem, double div, const T *__restrict__ g, const T *__restrict__ a,
                                const T *__restrict__ b, T *__restrict__ ga, T *__restrict__ gb) {
     CG_GRID_STRIDE(i, n) {
-        T gv = (per_elem ? g[i] : g[0]) * scale;
-        T d = T(2) * (a[i] - b[i]) * gv;
-        if (ga) ga[i] = d;
-        if (gb) gb[i] = -d;
+        double v = 2.0 * ((double)a[i] - (double)b[i]) * (double)(per_elem ? g[i] : g[0]) / div;
+        if (ga) ga[i] = (T)v;
+        if (gb) gb[i] = (T)-v;
     }
 }
 
 template <typename T>
-__global__ void bce_bwd_kernel(int64_t n, int per_elem, T scale, const T *__restrict__ g, const T *__restrict__ x,
+__global__ void bce_bwd_kernel(int64_t n, int per_elem, double div, const T *__restrict__ g, const T *__restrict__ x,
                                const T *__restrict__ t, T *__restrict__ gx, T *__restrict__ gt) {
     CG_GRID_STRIDE(i, n) {
-        T gv = (per_elem ? g[i] : g[0]) * scale;
+        double gv = (double)(per_elem ? g[i] : g[0]) / div;
         T v = x[i];
         T sg = sizeof(T) == 4 ? (T)(1.0f / (1.0f + expf((float)-v))) : (T)(1.0 / (1.0 + exp((double)-v)));
-        if (gx) gx[i] = (sg - t[i]) * gv;
-        if (gt) gt[i] = -v * gv;
+        if (gx) gx[i] = (T)(((double)sg - (double)t[i]) * gv);
+        if (gt) gt[i] = (T)(-(double)v * gv);
     }
 }
 
-extern "C" cudaError_t cg_cuda_mse_bwd(int dt, int64_t n, int per_elem, double scale, const void *g, const void *a,
+extern "C" cudaError_t cg_cuda_mse_bwd(int dt, int64_t n, int per_elem, double div, const void *g, const void *a,
                                        const void *b, void *ga, void *gb, cudaStream_t s) {
     if (n == 0 || (!ga && !gb)) return cudaSuccess;
     CG_DISPATCH_FLOAT(dt, T, {
-        mse_bwd_kernel<T><<<cg_blocks_for(n), CG_THREADS, 0, s>>>(n, per_elem, (T)scale, (const T *)g, (const T *)a,
+        mse_bwd_kernel<T><<<cg_blocks_for(n), CG_THREADS, 0, s>>>(n, per_elem, div, (const T *)g, (const T *)a,
                                                                    (const T *)b, (T *)ga, (T *)gb);
     });
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t cg_cuda_bce_bwd(int dt, int64_t n, int per_elem, double scale, const void *g, const void *x,
+extern "C" cudaError_t cg_cuda_bce_bwd(int dt, int64_t n, int per_elem, double div, const void *g, const void *x,
                                        const void *t, void *gx, void *gt, cudaStream_t s) {
     if (n == 0 || (!gx && !gt)) return cudaSuccess;
     CG_DISPATCH_FLOAT(dt, T, {
-        bce_bwd_kernel<T><<<cg_blocks_for(n), CG_THREADS, 0, s>>>(n, per_elem, (T)scale, (const T *)g, (const T *)x,
+        bce_bwd_kernel<T><<<cg_blocks_for(n), CG_THREADS, 0, s>>>(n, per_elem, div, (const T *)g, (const T *)x,
                                                                    (const T *)t, (T *)gx, (T *)gt);
     });
     return cudaGetLastError();

@@ -475,6 +475,35 @@ START_TEST(div_backward_extreme_b) {
 }
 END_TEST
 
+static cg_status ap_mse_mean(cg_tensor *const *in, cg_tensor **out, const void *arg) {
+    (void)arg;
+    return cg_mse_loss(in[0], in[1], CG_REDUCE_MEAN, out);
+}
+
+/* f32 MSE mean where a term or a - b leaves the float range but what the CPU's double
+ * arithmetic returns does not: one term 4e38 (a mean of ~2.5e37), then a - b = 3.6e38 (the
+ * loss is inf on both, the gradient 2 (a - b) g / 16 finite for any |g| < 7). Random
+ * values around them, 16 terms. */
+START_TEST(mse_extreme_values_like_cpu) {
+    cgt_rand r = cgt_rand_make("mse extreme");
+    for (int k = 0; k < 2; k++) {
+        double *a = randn_arr(&r, 16, 0, 1), *b = randn_arr(&r, 16, 0, 1);
+        int at = (int)cgt_uniform(&r, 0, 16) % 16;
+        if (k == 0) a[at] = 2e19;
+        else {
+            a[at] = 1.8e38;
+            b[at] = -1.8e38;
+        }
+        spec s = {.n_in = 2, .v = {a, b}, .ndim = {1, 1}, .shape = {{16}, {16}}, .kind = {CG_F32, CG_F32},
+                  .diff = {1, 1}};
+        compare_spec(k ? "mse mean, a - b out of range" : "mse mean, a term out of range", &s, ap_mse_mean, NULL,
+                     CG_F32, 10);
+        free(a);
+        free(b);
+    }
+}
+END_TEST
+
 static cg_status ap_bn(cg_tensor *const *in, cg_tensor **out, const void *arg) {
     const int *a = arg; /* training */
     return cg_batchnorm(in[0], in[1], in[2], in[3], in[4], a[0], 0.1, 1e-5, out);
@@ -1816,6 +1845,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, reductions_are_deterministic);
     tcase_add_loop_test(tc, broadcast_shapes, 0, 2);
     tcase_add_test(tc, div_backward_extreme_b);
+    tcase_add_test(tc, mse_extreme_values_like_cpu);
     tcase_add_loop_test(tl, batchnorm_shapes, 0, 2);
     tcase_add_test(tc, batchnorm_huge_values_like_cpu);
 #if !defined(CG_GPU_SUITE_ON_CPU) || defined(CG_HAVE_CUDA) /* cg_cuda_set_* need the CUDA build */

@@ -98,14 +98,20 @@ cudaError_t cg_cuda_reduce_to(int dt, int64_t n, const void *x, double alpha, in
 cudaError_t cg_cuda_count_correct(int dt, int64_t rows, int64_t C, const void *x, const void *target, int tdt,
                                   int accumulate, double *dst, void *ws, cudaStream_t s);
 
-/* Losses: elementwise terms (=) into `terms` (n values); reduce with cg_cuda_reduce_sum. */
+/* Losses: elementwise terms (=) into `terms` (n values), for reduction NONE. */
 cudaError_t cg_cuda_mse_terms(int dt, int64_t n, const void *a, const void *b, void *terms, cudaStream_t s);
 cudaError_t cg_cuda_bce_terms(int dt, int64_t n, const void *x, const void *t, void *terms, cudaStream_t s);
-/* Gradients (=): g is a scalar (per_elem 0, scaled by `scale`) or per element (per_elem 1).
- * mse: ga = 2 (a - b) g, gb = -ga.  bce: gx = (sigmoid(x) - t) g, gt = -x g. */
-cudaError_t cg_cuda_mse_bwd(int dt, int64_t n, int per_elem, double scale, const void *g, const void *a,
+/* MEAN / SUM: y (0-d, =) = the sum of the MSE (bce 0) or BCE-with-logits (bce 1) terms,
+ * summed in double, / div (n or 1); deterministic; ws: cg_cuda_pair_loss_workspace bytes */
+size_t cg_cuda_pair_loss_workspace(int64_t n);
+cudaError_t cg_cuda_pair_loss_sum(int dt, int bce, int64_t n, const void *a, const void *b, double div, void *y,
+                                  void *ws, cudaStream_t s);
+/* Gradients (=): g is a scalar (per_elem 0) or per element (per_elem 1), divided by div
+ * (n for MEAN, else 1), in double. mse: ga = 2 (a - b) g / div, gb = -ga.
+ * bce: gx = (sigmoid(x) - t) g / div, gt = -x g / div. */
+cudaError_t cg_cuda_mse_bwd(int dt, int64_t n, int per_elem, double div, const void *g, const void *a,
                             const void *b, void *ga, void *gb, cudaStream_t s);
-cudaError_t cg_cuda_bce_bwd(int dt, int64_t n, int per_elem, double scale, const void *g, const void *x,
+cudaError_t cg_cuda_bce_bwd(int dt, int64_t n, int per_elem, double div, const void *g, const void *x,
                             const void *t, void *gx, void *gt, cudaStream_t s);
 
 /* ---- softmax_norm.cu ---- */

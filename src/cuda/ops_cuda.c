@@ -532,6 +532,8 @@ static cg_status sum_terms(cg_cuda_ctx *ctx, cg_dtype dt, int64_t n, double scal
 }
 
 static double red_scale(cg_reduction r, int64_t n) { return r == CG_REDUCE_MEAN ? 1.0 / (double)n : 1.0; }
+/* what the CPU divides a loss's sum and its gradient by (loss_cpu.inc) */
+static double loss_div(cg_reduction r, int64_t n) { return r == CG_REDUCE_MEAN ? (double)n : 1.0; }
 
 static cg_status pair_loss_fwd(const cg_op_call *c) {
     CG_TRY(need_float(c, c->out->dtype));
@@ -542,12 +544,11 @@ static cg_status pair_loss_fwd(const cg_op_call *c) {
     if (c->p->reduction == CG_REDUCE_NONE)
         return CG_CUDA_CALL(mse ? cg_cuda_mse_terms((int)dt, n, ptr(c->in[0]), ptr(c->in[1]), ptr(c->out), ctx->stream)
                            : cg_cuda_bce_terms((int)dt, n, ptr(c->in[0]), ptr(c->in[1]), ptr(c->out), ctx->stream));
-    void *terms = NULL;
-    CG_TRY(cg_cuda_scratch(ctx->dev, (size_t)n * cg_dtype_size(dt), &terms));
-    cg_status st = CG_CUDA_CALL(mse ? cg_cuda_mse_terms((int)dt, n, ptr(c->in[0]), ptr(c->in[1]), terms, ctx->stream)
-                               : cg_cuda_bce_terms((int)dt, n, ptr(c->in[0]), ptr(c->in[1]), terms, ctx->stream));
-    if (st == CG_OK) st = sum_terms(ctx, dt, n, red_scale(c->p->reduction, n), terms, ptr(c->out));
-    cg_cuda_free(ctx->dev, terms);
+    void *ws = NULL;
+    CG_TRY(cg_cuda_scratch(ctx->dev, cg_cuda_pair_loss_workspace(n), &ws));
+    cg_status st = CG_CUDA_CALL(cg_cuda_pair_loss_sum((int)dt, !mse, n, ptr(c->in[0]), ptr(c->in[1]),
+                                                      loss_div(c->p->reduction, n), ptr(c->out), ws, ctx->stream));
+    cg_cuda_free(ctx->dev, ws);
     return st;
 }
 
@@ -557,12 +558,12 @@ static cg_status pair_loss_bwd(const cg_op_call *c, const cg_tensor *gout, cg_te
     if (!c->in[0] || !c->in[1]) return CG_FAIL(CG_E_INTERNAL, "%s backward: saved inputs missing", opname(c));
     int64_t n = numel(c->in[0]);
     int per = c->p->reduction == CG_REDUCE_NONE;
-    double scale = per ? 1.0 : red_scale(c->p->reduction, n);
+    double div = loss_div(c->p->reduction, n);
     CTX(gout);
     if (c->op == CG_OP_MSE)
-        return CG_CUDA_CALL(cg_cuda_mse_bwd((int)gout->dtype, n, per, scale, ptr(gout), ptr(c->in[0]), ptr(c->in[1]),
+        return CG_CUDA_CALL(cg_cuda_mse_bwd((int)gout->dtype, n, per, div, ptr(gout), ptr(c->in[0]), ptr(c->in[1]),
                                        ptr(gin[0]), ptr(gin[1]), ctx->stream));
-    return CG_CUDA_CALL(cg_cuda_bce_bwd((int)gout->dtype, n, per, scale, ptr(gout), ptr(c->in[0]), ptr(c->in[1]),
+    return CG_CUDA_CALL(cg_cuda_bce_bwd((int)gout->dtype, n, per, div, ptr(gout), ptr(c->in[0]), ptr(c->in[1]),
                                    ptr(gin[0]), ptr(gin[1]), ctx->stream));
 }
 

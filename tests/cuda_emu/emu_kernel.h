@@ -113,6 +113,7 @@ static inline float __ldg(const float *p) { return *p; }
 
 /* explicitly rounded arithmetic: the build has -ffp-contract=off, so plain operators round each step */
 static inline double __dmul_rn(double a, double b) { return a * b; }
+static inline double __ddiv_rn(double a, double b) { return a / b; }
 static inline double __dadd_rn(double a, double b) { return a + b; }
 static inline double __dsub_rn(double a, double b) { return a - b; }
 static inline float __fmul_rn(float a, float b) { return a * b; }
