@@ -3,7 +3,9 @@
  *
  * Every function is declared in every build. Without the CUDA backend (CG_CUDA=OFF or no
  * toolkit) or without a device they return CG_E_UNSUPPORTED / CG_E_DEVICE with a message;
- * cg_cuda_availability() says why there is no device. */
+ * cg_cuda_availability() says why there is no device. The two process-wide settings
+ * (cg_cuda_set_matmul_precision, cg_cuda_set_impl) are the exception: a build with the
+ * backend takes them without a device, for the devices to come. */
 #ifndef CGRAD_CUDA_H
 #define CGRAD_CUDA_H
 

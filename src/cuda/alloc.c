@@ -174,12 +174,14 @@ cg_status cg_cuda_malloc(int dev, size_t nbytes, void **ptr) {
             /* the cached blocks may still be read by queued kernels: wait for the stream (all
              * cgrad kernels of this device run on it), then give them back, then retry */
             blk *cached = detach_cache_locked(p);
-            if (cudaStreamSynchronize(ctx->stream) == cudaSuccess) {
+            cudaError_t se = cudaStreamSynchronize(ctx->stream);
+            if (se == cudaSuccess) {
                 free_blocks(cached);
                 e = cudaMalloc(&k->ptr, rounded);
-            } else { /* the device failed: keep the blocks, and report the first failure */
+            } else { /* the device failed: keep the blocks, and report that failure, not OOM */
                 (void)cudaGetLastError();
                 reattach_locked(p, cached);
+                e = se;
             }
         }
         if (e != cudaSuccess) {
