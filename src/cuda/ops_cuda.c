@@ -531,9 +531,9 @@ static cg_status sum_terms(cg_cuda_ctx *ctx, cg_dtype dt, int64_t n, double scal
     return st;
 }
 
-static double red_scale(cg_reduction r, int64_t n) { return r == CG_REDUCE_MEAN ? 1.0 / (double)n : 1.0; }
-/* what the CPU divides a loss's sum and its gradient by (loss_cpu.inc) */
+/* what the CPU divides a loss's sum and its gradient by (loss_cpu.inc), and its inverse */
 static double loss_div(cg_reduction r, int64_t n) { return r == CG_REDUCE_MEAN ? (double)n : 1.0; }
+static double red_scale(cg_reduction r, int64_t n) { return 1.0 / loss_div(r, n); }
 
 static cg_status pair_loss_fwd(const cg_op_call *c) {
     CG_TRY(need_float(c, c->out->dtype));
