@@ -70,8 +70,15 @@ typedef struct cg_device {
     int index; /* GPU ordinal; 0 for the CPU */
 } cg_device;
 
+/* C: compound literals; C++ has none (g++ takes them only as an extension, MSVC not at all),
+ * so there the same value is a braced temporary. */
+#ifdef __cplusplus
+#define CG_CPU (cg_device{CG_DEVICE_CPU, 0})
+#define CG_CUDA(i) (cg_device{CG_DEVICE_CUDA, (i)})
+#else
 #define CG_CPU ((cg_device){CG_DEVICE_CPU, 0})
 #define CG_CUDA(i) ((cg_device){CG_DEVICE_CUDA, (i)})
+#endif
 
 /* Number of usable CUDA devices; 0 in a CPU-only build or when no driver/device is present. */
 CG_API int cg_device_count(void);
