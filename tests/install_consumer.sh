@@ -42,6 +42,8 @@ $cc -std=c11 -Wall -Werror -o "$dir/c_static" "$src/tests/install/consumer.c" $(
   "$libdir/libcgrad.a" $static_libs
 if ldd "$dir/c_static" | grep -q libcgrad; then echo "c_static needs libcgrad.so"; exit 1; fi
 "$dir/c_static"
-"$prefix/bin/cgrad" --help > /dev/null 2>&1 || "$prefix/bin/cgrad" 2>&1 | grep -qi usage ||
-  { echo "the installed cgrad CLI does not run"; exit 1; }
+got=$("$prefix/bin/cgrad" --version) || { echo "the installed cgrad CLI does not run"; exit 1; }
+want="cgrad $(grep -o 'PACKAGE_VERSION "[0-9.]*"' "$libdir/cmake/cgrad/cgradConfigVersion.cmake" | head -n 1 | cut -d'"' -f2)"
+[ "$got" = "$want" ] || { echo "cgrad --version says '$got', the CMake package '$want'"; exit 1; }
+[ "$(pkg-config --modversion cgrad)" = "${want#cgrad }" ] || { echo "cgrad.pc's version is not '${want#cgrad }'"; exit 1; }
 echo "install consumer: ok"

@@ -447,6 +447,31 @@ END_TEST
 
 /* an F64 model whose first layer has no weight reloads as F64 (the dtype is in the metadata; files
  * without it use the first floating-point tensor) */
+/* The library's version is its header's, and a saved model names the cgrad that wrote it. */
+START_TEST(version_matches_header_and_saved_files) {
+    ck_assert_int_eq(cg_version(), CG_VERSION);
+    char want[32];
+    snprintf(want, sizeof want, "%d.%d.%d", CG_VERSION_MAJOR, CG_VERSION_MINOR, CG_VERSION_PATCH);
+    ck_assert_str_eq(cg_version_string(), want);
+    cg_model *m;
+    CGT_OK(cg_model_create(CG_CPU, CG_F32, 5, &m));
+    CGT_OK(cg_model_add_dense(m, 3, 2, CG_ACT_NONE));
+    char path[] = "/tmp/cg_test_nn_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    CGT_OK(cg_model_save(m, path));
+    cg_state_dict *sd;
+    CGT_OK(cg_safetensors_load(path, CG_CPU, &sd));
+    const char *v = cg_state_dict_get_meta(sd, "cgrad.version");
+    ck_assert_ptr_nonnull(v);
+    ck_assert_str_eq(v, want);
+    cg_state_dict_free(sd);
+    cg_model_free(m);
+    unlink(path);
+}
+END_TEST
+
 START_TEST(save_load_keeps_f64_when_first_layer_has_no_weight) {
     cg_model *m;
     CGT_OK(cg_model_create(CG_CPU, CG_F64, 4, &m));
@@ -584,6 +609,7 @@ int main(void) {
     tcase_add_test(tc, huge_layers_overflow_is_refused);
     tcase_add_test(tc, describe_zero_sized_buffer);
     tcase_add_test(tc, grad_norms_after_backward);
+    tcase_add_test(tc, version_matches_header_and_saved_files);
     suite_add_tcase(s, tc);
     return cgt_run_suite(s);
 }

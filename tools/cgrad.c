@@ -32,7 +32,7 @@
 
 static void usage(FILE *fp) {
     fprintf(fp,
-            "usage: cgrad <command> [options]\n"
+            "usage: cgrad <command> [options]    (cgrad --version: the library's version)\n"
             "\n"
             "commands:\n"
             "  train   train the default model on Fashion-MNIST and save its weights\n"
@@ -282,7 +282,7 @@ done:
 static int cmd_info(const opts *o) {
     const char *env = getenv("CG_FASHION_MNIST_DIR");
     const char *dir = o->data ? o->data : env ? env : CG_FASHION_MNIST_DEFAULT_DIR;
-    printf("cgrad %s\n", "0.1.0");
+    printf("cgrad %s\n", cg_version_string());
     printf("CUDA backend: %s\n", cg_cuda_built() ? "built" : "not built");
     printf("CUDA devices: %d\n", cg_device_count());
     printf("default device: %s\n", cg_device_str(cg_default_device()));
@@ -301,6 +301,10 @@ int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("cgrad %s\n", cg_version_string());
+        return 0;
     }
     opts o = {.out = "model.safetensors", .model = "model.safetensors", .hidden = "512,256", .epochs = 40,
               .batch = 256, .lr = 1e-3, .wd = 1e-4, .smoothing = 0.1, .dropout = 0.3, .seed = 42,

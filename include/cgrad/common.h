@@ -23,6 +23,16 @@
 
 CG_EXTERN_C_BEGIN
 
+/* The version of these headers. cg_version() is the library's, so a program can check at
+ * start that the library it loaded is the one it was compiled against (while the major
+ * version is 0, a new minor version may change the API). CMakeLists.txt reads these lines. */
+#define CG_VERSION_MAJOR 0
+#define CG_VERSION_MINOR 1
+#define CG_VERSION_PATCH 0
+#define CG_VERSION (CG_VERSION_MAJOR * 10000 + CG_VERSION_MINOR * 100 + CG_VERSION_PATCH)
+CG_API int cg_version(void);                /* CG_VERSION as the library was built */
+CG_API const char *cg_version_string(void); /* "0.1.0"; static storage */
+
 /* Every fallible call returns one of these; CG_OK is 0. cg_last_error() holds the details. */
 typedef enum cg_status {
     CG_OK = 0,

@@ -67,6 +67,8 @@ cg_status cg_model_state_dict(cg_model *m, cg_state_dict **out) {
     free(arch);
     if (st == CG_OK) st = cg_state_dict_set_meta(sd, "model.dtype", cg_dtype_name(m->dtype));
     if (st == CG_OK) st = cg_state_dict_set_meta(sd, "format", "pt");
+    /* which cgrad wrote the file (like Keras' keras_version); loading does not require it */
+    if (st == CG_OK) st = cg_state_dict_set_meta(sd, "cgrad.version", cg_version_string());
     if (st != CG_OK) {
         cg_state_dict_free(sd);
         return st;

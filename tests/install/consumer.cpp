@@ -43,6 +43,11 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "usage: consumer <scratch dir>\n");
         return 2;
     }
+    if (cg_version() != CG_VERSION || std::string(cg_version_string()).empty()) {
+        fail("the library is version " + std::to_string(cg_version()) + ", its installed header says " +
+             std::to_string(CG_VERSION));
+        return 1;
+    }
     const std::string path = std::string(argv[1]) + "/model.safetensors";
     const uint64_t seed = (uint64_t)std::time(nullptr);
 
