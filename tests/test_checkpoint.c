@@ -1,7 +1,7 @@
 /* Checkpoints: weights + optimizer state + RNG + epoch/step in one safetensors file; resuming
  * continues exactly (bit-identical on the CPU to an uninterrupted run), by steps and by fit
  * epochs; a different architecture is refused. */
-#define _POSIX_C_SOURCE 200809L /* mkstemp */
+#define _POSIX_C_SOURCE 200809L /* unlink */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,13 +65,6 @@ static void assert_same_state(cg_model *a, cg_model *b) {
     cg_state_dict_free(sa), cg_state_dict_free(sb);
 }
 
-static void tmpname(char *buf) {
-    strcpy(buf, "/tmp/cg_ckpt_XXXXXX");
-    int fd = mkstemp(buf);
-    ck_assert_int_ge(fd, 0);
-    close(fd);
-}
-
 static void resume_by_steps(cg_optim_type kind) {
     cg_tensor *x, *y;
     data(&x, &y);
@@ -82,7 +75,7 @@ static void resume_by_steps(cg_optim_type kind) {
     cg_model *a = net(5, kind);
     steps(a, x, y, 0, N);
     char path[64];
-    tmpname(path);
+    cgt_temp_file(path);
     cg_checkpoint_info info = {.epoch = 0, .step = N};
     const char *extra[2] = {"run", "resume-test"};
     CGT_OK(cg_checkpoint_save(path, a, &info, extra, 1));
@@ -131,7 +124,7 @@ START_TEST(resume_fit_by_epochs) {
     CGT_OK(cg_model_fit(ref, x, y, &fc, NULL));
 
     char path[64];
-    tmpname(path);
+    cgt_temp_file(path);
     cg_model *a = net(8, CG_ADAMW);
     fc.epochs = 2;
     fc.checkpoint_path = path; /* written after every epoch */
@@ -160,7 +153,7 @@ END_TEST
 START_TEST(wrong_architecture_or_file_is_refused) {
     cg_model *a = net(1, CG_ADAMW);
     char path[64];
-    tmpname(path);
+    cgt_temp_file(path);
     CGT_OK(cg_checkpoint_save(path, a, NULL, NULL, 0));
     cg_model *b;
     CGT_OK(cg_model_create(CG_CPU, CG_F32, 1, &b));
@@ -194,7 +187,7 @@ START_TEST(deep_model_saves_loads_and_checkpoints) {
     char small[16];
     CGT_FAILS(cg_model_arch(a, small, sizeof small), CG_E_INVALID, "buffer too small");
     char path[64];
-    tmpname(path);
+    cgt_temp_file(path);
     CGT_OK(cg_model_save(a, path));
     cg_model *b;
     CGT_OK(cg_model_load(path, CG_CPU, &b));

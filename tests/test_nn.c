@@ -1,7 +1,7 @@
 /* Layers and models: parameter counts and PyTorch state-dict names, initialisation
  * statistics and seeding, forward against hand computation, train/eval behaviour of dropout
  * and BatchNorm, thread-safe predict, losses and accuracy, save/load, gradient norms. */
-#define _POSIX_C_SOURCE 200809L /* mkstemp */
+#define _POSIX_C_SOURCE 200809L /* unlink */
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -420,10 +420,8 @@ START_TEST(save_load_roundtrip_and_arch) {
     char arch[512];
     CGT_OK(cg_model_arch(m, arch, sizeof arch));
     ck_assert_msg(strstr(arch, "flatten;linear:12:6:1:auto;leaky_relu:0.01") != NULL, "%s", arch);
-    char path[] = "/tmp/cg_test_nn_XXXXXX";
-    int fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    close(fd);
+    char path[32];
+    cgt_temp_file(path);
     CGT_OK(cg_model_save(m, path));
     cg_model *b;
     CGT_OK(cg_model_load(path, CG_CPU, &b));
@@ -445,8 +443,6 @@ START_TEST(save_load_roundtrip_and_arch) {
 }
 END_TEST
 
-/* an F64 model whose first layer has no weight reloads as F64 (the dtype is in the metadata; files
- * without it use the first floating-point tensor) */
 /* The library's version is its header's, and a saved model names the cgrad that wrote it. */
 START_TEST(version_matches_header_and_saved_files) {
     ck_assert_int_eq(cg_version(), CG_VERSION);
@@ -456,10 +452,8 @@ START_TEST(version_matches_header_and_saved_files) {
     cg_model *m;
     CGT_OK(cg_model_create(CG_CPU, CG_F32, 5, &m));
     CGT_OK(cg_model_add_dense(m, 3, 2, CG_ACT_NONE));
-    char path[] = "/tmp/cg_test_nn_XXXXXX";
-    int fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    close(fd);
+    char path[32];
+    cgt_temp_file(path);
     CGT_OK(cg_model_save(m, path));
     cg_state_dict *sd;
     CGT_OK(cg_safetensors_load(path, CG_CPU, &sd));
@@ -472,16 +466,16 @@ START_TEST(version_matches_header_and_saved_files) {
 }
 END_TEST
 
+/* an F64 model whose first layer has no weight reloads as F64 (the dtype is in the metadata; files
+ * without it use the first floating-point tensor) */
 START_TEST(save_load_keeps_f64_when_first_layer_has_no_weight) {
     cg_model *m;
     CGT_OK(cg_model_create(CG_CPU, CG_F64, 4, &m));
     CGT_OK(cg_model_add_flatten(m));
     CGT_OK(cg_model_add_linear(m, 4, 2, 1, CG_INIT_AUTO));
     CGT_OK(cg_model_build(m));
-    char path[] = "/tmp/cg_test_nn_XXXXXX";
-    int fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    close(fd);
+    char path[32];
+    cgt_temp_file(path);
     cg_state_dict *sd, *legacy;
     CGT_OK(cg_model_state_dict(m, &sd));
     ck_assert_str_eq(cg_state_dict_get_meta(sd, "model.dtype"), "f64");

@@ -1,4 +1,5 @@
 /* cgrad test support: see cgt.h. */
+#define _POSIX_C_SOURCE 200809L /* mkstemp */
 #include "cgt.h"
 
 #include <math.h>
@@ -221,4 +222,11 @@ uint8_t *cgt_slurp(const char *path, size_t *n) {
     fclose(f);
     *n = (size_t)len;
     return b;
+}
+
+void cgt_temp_file(char buf[32]) {
+    strcpy(buf, "/tmp/cg_test_XXXXXX");
+    int fd = mkstemp(buf);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
 }

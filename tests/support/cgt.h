@@ -57,6 +57,8 @@ cg_tensor *cgt_tensor(const double *v, const int64_t *shape, int ndim, cg_dtype 
 cg_tensor *cgt_randn(cgt_rand *r, const int64_t *shape, int ndim, cg_dtype dt, cg_device dev);
 cg_tensor *cgt_randu(cgt_rand *r, const int64_t *shape, int ndim, double lo, double hi, cg_dtype dt,
                      cg_device dev);
+/* Creates an empty temporary file and writes its path into buf (asserts); unlink it after. */
+void cgt_temp_file(char buf[32]);
 /* All elements of t (any dtype, strides, device) as a malloc'd double array (asserts). */
 double *cgt_read(const cg_tensor *t);
 double cgt_item(const cg_tensor *t);
