@@ -16,7 +16,7 @@
  * median ms; copy_16384x4096_f32 is the device-to-device copy of R x C floats in the same
  * run). bench/compare_torch.sh joins them with the anchors' JSON. `_blockrows` keys time the
  * same work with long f32 rows sent to the block kernels instead of the register-row ones
- * (kernels/row_regs.cuh), the two variants side by side.
+ * (kernels/softmax.cu, layernorm.cu; plan in row_regs.cuh), the two variants side by side.
  *
  * Usage: bench_kernels [reps=30 | --list]. --list prints the ANCHORS line only. Exits 0 with
  * a message when there is no GPU. */

@@ -77,4 +77,8 @@ template <typename T> __device__ T cg_block_max(T v, T *sh) {
     return r;
 }
 
+// 1 / sqrt(v): IEEE square root and division (not the approximate rsqrt)
+__device__ __forceinline__ float frsqrt(float v) { return 1.0f / sqrtf(v); }
+__device__ __forceinline__ double frsqrt(double v) { return 1.0 / sqrt(v); }
+
 // ---- dtype conversion: src/dtype_convert.h, shared with the CPU backend ----

@@ -114,7 +114,7 @@ cudaError_t cg_cuda_mse_bwd(int dt, int64_t n, int per_elem, double div, const v
 cudaError_t cg_cuda_bce_bwd(int dt, int64_t n, int per_elem, double div, const void *g, const void *x,
                             const void *t, void *gx, void *gt, cudaStream_t s);
 
-/* ---- softmax_norm.cu ---- */
+/* ---- softmax.cu ---- */
 
 /* softmax / log-softmax over the last axis of (rows, d) (=) */
 cudaError_t cg_cuda_softmax(int dt, int logsm, int64_t rows, int64_t d, const void *x, void *y, cudaStream_t s);
@@ -152,6 +152,8 @@ cudaError_t cg_cuda_softmax_ce(int dt, int64_t rows, int64_t C, const void *x, c
 cudaError_t cg_cuda_softmax_ce_bwd(int dt, int64_t rows, int64_t C, int per_row, double scale, const void *g,
                                    const void *grad, void *dx, cudaStream_t s);
 
+/* ---- layernorm.cu ---- */
+
 /* LayerNorm over the last axis of (rows, d): y (=), mean/rstd (=, may be NULL);
  * gamma/beta may be NULL. */
 cudaError_t cg_cuda_layernorm(int dt, int64_t rows, int64_t d, double eps, const void *x, const void *gamma,
@@ -161,6 +163,8 @@ size_t cg_cuda_layernorm_bwd_workspace(int dt, int64_t rows, int64_t d);
 cudaError_t cg_cuda_layernorm_bwd(int dt, int64_t rows, int64_t d, const void *x, const void *g, const void *gamma,
                                   const void *mean, const void *rstd, void *dx, void *dgamma, void *dbeta, void *ws,
                                   cudaStream_t s);
+
+/* ---- batchnorm.cu ---- */
 
 /* BatchNorm over axis 0 of (N, C). Training: batch mean and rstd (Welford partials merged
  * in fixed order) into mean/rstd (=), running stats updated (momentum, unbiased var) when
