@@ -1,0 +1,285 @@
+/* GPU suite, device behaviour only (not in the CPU harness): the sticky device error for a
+ * bad softmax-CE label, the caching allocator (stats, reuse, OOM status, caching off), and the
+ * data loader's prefetching uploads against the CPU loader. */
+#include "gpu_suite.h"
+
+/* ---------------------------------------------------------------- sticky device error */
+
+/* A label outside [0, C) cannot be checked on the GPU without a host wait: the CE kernel
+ * records it in the context's sticky error word (NaN for that row as before), the CE call
+ * itself returns CG_OK, and the next host wait (item, to_host, cg_cuda_synchronize)
+ * returns CG_E_INVALID naming label and row like the CPU message. The word is then clear:
+ * a sync passes and a valid call gives the CPU's value. Warp (C 10) and block (C 1500)
+ * paths, i64 and i32 labels, label C and -1. */
+START_TEST(ce_bad_label_reported_at_next_sync) {
+    cgt_rand r = cgt_rand_make("ce bad label");
+    for (int k = 0; k < 8; k++) {
+        /* 10: warp rows; 1500: register rows (f32, C % 4 == 0); 1501: block rows */
+        int64_t N = 6, C = k & 1 ? (k & 4 ? 1501 : 1500) : 10, xs[2] = {N, C};
+        cg_dtype ldt = k & 2 ? CG_I32 : CG_I64;
+        long long bad = k & 4 ? -1 : (long long)C;
+        int how = k % 3; /* 0: item of the mean, 1: to_host of the rows, 2: cg_cuda_synchronize */
+        cg_reduction red = how == 1 ? CG_REDUCE_NONE : CG_REDUCE_MEAN;
+        double lab[6];
+        for (int i = 0; i < N; i++) lab[i] = (double)cgt_randint(&r, 0, C);
+        cg_tensor *x = cgt_randn(&r, xs, 2, CG_F32, GPU);
+        double *xh = cgt_read(x);
+        cg_tensor *good = cgt_tensor(lab, &N, 1, ldt, GPU);
+        cg_tensor *xc = cgt_tensor(xh, xs, 2, CG_F32, CG_CPU), *goodc = cgt_tensor(lab, &N, 1, ldt, CG_CPU);
+        lab[3] = (double)bad;
+        cg_tensor *badl = cgt_tensor(lab, &N, 1, ldt, GPU), *badc = cgt_tensor(lab, &N, 1, ldt, CG_CPU);
+        char want[96];
+        snprintf(want, sizeof want, "label %lld at row 3 is outside [0, %lld)", bad, (long long)C);
+        cg_tensor *loss = NULL, *lc = NULL;
+        CGT_FAILS(cg_softmax_cross_entropy(xc, badc, red, 0.1, &lc), CG_E_INVALID, want); /* the CPU's words */
+        CGT_OK(cg_softmax_cross_entropy(x, badl, red, 0.1, &loss)); /* no host wait: nothing known yet */
+        if (how == 0) {
+            double v = 0;
+            CGT_FAILS(cg_tensor_item(loss, &v), CG_E_INVALID, want, "softmax_cross_entropy", "synchronisation");
+        } else if (how == 1) {
+            float h[6];
+            CGT_FAILS(cg_tensor_to_host(loss, h, sizeof h), CG_E_INVALID, want);
+            for (int i = 0; i < N; i++) /* the data still comes back: NaN only for the bad row */
+                ck_assert_msg(i == 3 ? isnan(h[i]) : isfinite(h[i]), "case %d row %d: %g", k, i, (double)h[i]);
+        } else {
+            CGT_FAILS(cg_cuda_synchronize(0), CG_E_INVALID, want);
+        }
+        CGT_OK(cg_cuda_synchronize(0)); /* reported once, then clear */
+        cg_tensor_release(loss);
+        loss = NULL;
+        CGT_OK(cg_softmax_cross_entropy(x, good, CG_REDUCE_MEAN, 0.1, &loss));
+        CGT_OK(cg_softmax_cross_entropy(xc, goodc, CG_REDUCE_MEAN, 0.1, &lc));
+        double g = cgt_item(loss), c = cgt_item(lc);
+        ck_assert_msg(cgt_close(g, c, gpu_tol(CG_F32, 10)), "case %d after the error: cpu %.9g cuda %.9g", k, c, g);
+        cg_tensor_release(loss);
+        cg_tensor_release(lc);
+        cg_tensor_release(x);
+        cg_tensor_release(xc);
+        cg_tensor_release(good);
+        cg_tensor_release(goodc);
+        cg_tensor_release(badl);
+        cg_tensor_release(badc);
+        free(xh);
+    }
+}
+END_TEST
+
+/* ---------------------------------------------------------------- allocator */
+
+START_TEST(allocator_stats_reuse_and_oom) {
+    cg_cuda_mem_stats s0, s1, s2, s3;
+    int caching_before; /* the suite may run with CG_CUDA_NO_CACHING=1: put it back after */
+    CGT_OK(cg_cuda_get_caching(0, &caching_before));
+    CGT_OK(cg_cuda_set_caching(0, 1));
+    CGT_OK(cg_cuda_empty_cache(0));
+    CGT_OK(cg_cuda_memory_stats(0, &s0));
+    ck_assert_uint_eq(s0.cached, 0);
+    int64_t n = 1 << 20;
+    cg_tensor *t = NULL;
+    CGT_OK(cg_tensor_zeros(&n, 1, CG_F32, GPU, &t));
+    CGT_OK(cg_cuda_memory_stats(0, &s1));
+    ck_assert_msg(s1.in_use >= s0.in_use + (size_t)n * 4, "in_use did not grow");
+    ck_assert(s1.peak_in_use >= s1.in_use);
+    cg_tensor_release(t);
+    CGT_OK(cg_cuda_memory_stats(0, &s2));
+    ck_assert_msg(s2.cached >= (size_t)n * 4, "a freed block was not cached");
+    CGT_OK(cg_tensor_zeros(&n, 1, CG_F32, GPU, &t));
+    CGT_OK(cg_cuda_memory_stats(0, &s3));
+    ck_assert_msg(s3.n_cache_hit > s2.n_cache_hit, "same-size allocation was not served from the cache");
+    ck_assert_msg(s3.n_cuda_malloc == s2.n_cuda_malloc, "a cache hit called cudaMalloc");
+    cg_tensor_release(t);
+    CGT_OK(cg_cuda_empty_cache(0));
+    CGT_OK(cg_cuda_memory_stats(0, &s3));
+    ck_assert_uint_eq(s3.cached, 0);
+    /* far beyond any device: a status, not a crash */
+    int64_t huge[2] = {(int64_t)1 << 22, (int64_t)1 << 22};
+    int64_t small = 1000;
+    CGT_OK(cg_tensor_zeros(&small, 1, CG_F32, GPU, &t));
+    cg_tensor_release(t); /* one cached block for the OOM path to give back */
+    cg_cuda_mem_stats s4, s5;
+    CGT_OK(cg_cuda_memory_stats(0, &s4));
+    ck_assert(s4.cached > 0);
+    CGT_FAILS(cg_tensor_empty(huge, 2, CG_F32, GPU, &t), CG_E_OOM, "bytes", "free");
+    CGT_OK(cg_cuda_memory_stats(0, &s5));
+    ck_assert_msg(s5.n_oom_retry == s4.n_oom_retry + 1, "the OOM path did not retry once (%llu -> %llu)",
+                  (unsigned long long)s4.n_oom_retry, (unsigned long long)s5.n_oom_retry);
+    ck_assert_msg(s5.cached == 0, "the OOM path kept %llu cached bytes", (unsigned long long)s5.cached);
+    cg_cuda_device_info info;
+    CGT_OK(cg_cuda_device_info_get(0, &info));
+    ck_assert(info.sm_count > 0);
+    CGT_FAILS(cg_cuda_device_info_get(999, &info), CG_E_DEVICE, "cuda:999");
+    CGT_OK(cg_cuda_synchronize(0));
+    CGT_OK(cg_cuda_set_caching(0, caching_before));
+}
+END_TEST
+
+/* Caching off: exact-size blocks from cudaMalloc, handed back at their free; kernels that
+ * run in between still see their data (the free waits for the stream). */
+START_TEST(allocator_without_caching) {
+    int64_t small = 1000;
+    cg_tensor *t = NULL;
+    int caching_before, on;
+    CGT_OK(cg_cuda_get_caching(0, &caching_before));
+    const char *env = getenv("CG_CUDA_NO_CACHING"); /* test_gpu_emu_nocache sets it to 1 */
+    if (env && strcmp(env, "1") == 0) ck_assert_msg(!caching_before, "CG_CUDA_NO_CACHING=1 left caching on");
+    CGT_OK(cg_cuda_set_caching(0, 1));
+    CGT_OK(cg_tensor_zeros(&small, 1, CG_F32, GPU, &t));
+    cg_tensor_release(t); /* a cached block that switching off must give back */
+    cg_cuda_mem_stats s0, s1, s2, s3;
+    CGT_OK(cg_cuda_set_caching(0, 0));
+    CGT_OK(cg_cuda_get_caching(0, &on));
+    ck_assert_int_eq(on, 0);
+    CGT_OK(cg_cuda_memory_stats(0, &s0));
+    ck_assert_uint_eq(s0.cached, 0);
+    int64_t n = 1003; /* 4012 bytes: a size class would round it to 4096 */
+    CGT_OK(cg_tensor_zeros(&n, 1, CG_F32, GPU, &t));
+    CGT_OK(cg_cuda_memory_stats(0, &s1));
+    ck_assert_uint_eq(s1.in_use, s0.in_use + (size_t)n * 4);
+    ck_assert_uint_eq(s1.reserved, s0.reserved + (size_t)n * 4);
+    ck_assert_uint_eq(s1.n_cuda_malloc, s0.n_cuda_malloc + 1);
+    ck_assert_uint_eq(s1.n_cache_hit, s0.n_cache_hit);
+    /* work on the block, queued before its free, still reads the right data */
+    cgt_rand r = cgt_rand_make("allocator_without_caching");
+    float *h = malloc((size_t)n * sizeof *h);
+    ck_assert_ptr_nonnull(h);
+    for (int64_t i = 0; i < n; i++) h[i] = (float)cgt_uniform(&r, -2, 2);
+    cg_tensor *x = NULL, *y = NULL, *yc = NULL;
+    CGT_OK(cg_tensor_from_host(h, &n, 1, CG_F32, GPU, &x));
+    CGT_OK(cg_relu(x, &y));
+    cg_tensor_release(x);
+    CGT_OK(cg_tensor_to(y, CG_CPU, &yc));
+    const float *yd = cg_tensor_data(yc);
+    for (int64_t i = 0; i < n; i++) ck_assert_float_eq(yd[i], h[i] > 0 ? h[i] : 0.0f);
+    cg_tensor_release(yc);
+    cg_tensor_release(y);
+    cg_tensor_release(t);
+    CGT_OK(cg_cuda_memory_stats(0, &s2));
+    ck_assert_uint_eq(s2.cached, 0);
+    ck_assert_uint_eq(s2.in_use, s0.in_use);
+    ck_assert_uint_eq(s2.reserved, s0.reserved);
+    ck_assert_uint_eq(s2.n_cuda_free - s0.n_cuda_free, s2.n_cuda_malloc - s0.n_cuda_malloc);
+    ck_assert_uint_eq(s2.n_cache_hit, s0.n_cache_hit);
+    /* back on: a freed block is cached again */
+    CGT_OK(cg_cuda_set_caching(0, 1));
+    CGT_OK(cg_tensor_zeros(&n, 1, CG_F32, GPU, &t));
+    cg_tensor_release(t);
+    CGT_OK(cg_cuda_memory_stats(0, &s3));
+    ck_assert_msg(s3.cached >= 4096, "caching back on: the freed block was not cached");
+    CGT_OK(cg_cuda_get_caching(0, &on));
+    ck_assert_int_eq(on, 1);
+    CGT_FAILS(cg_cuda_set_caching(999, 0), CG_E_DEVICE, "cuda:999");
+    CGT_FAILS(cg_cuda_get_caching(0, NULL), CG_E_INVALID, "enabled");
+    CGT_OK(cg_cuda_set_caching(0, caching_before));
+    free(h);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- data loader prefetch */
+
+/* A CPU copy of t (caller releases); NULL stays NULL. */
+static cg_tensor *to_host(const cg_tensor *t) {
+    if (!t) return NULL;
+    cg_tensor *h = NULL;
+    CGT_OK(cg_tensor_to(t, CG_CPU, &h));
+    return h;
+}
+
+static void assert_same_batch(cg_tensor *ref, cg_tensor *got, const char *what, int call) {
+    if (!ref || !got) {
+        ck_assert_msg(ref == got, "%s, call %d: one loader ended the epoch, the other did not", what, call);
+        return;
+    }
+    ck_assert_msg(cg_tensor_device(got).type == CG_DEVICE_CUDA, "%s, call %d: batch not on the GPU", what, call);
+    cg_tensor *h = to_host(got);
+    ck_assert_int_eq(cg_tensor_ndim(h), cg_tensor_ndim(ref));
+    for (int d = 0; d < cg_tensor_ndim(h); d++) ck_assert_int_eq(cg_tensor_shape(h)[d], cg_tensor_shape(ref)[d]);
+    ck_assert_int_eq(cg_tensor_dtype(h), cg_tensor_dtype(ref));
+    ck_assert_msg(memcmp(cg_tensor_data(h), cg_tensor_data(ref), cg_tensor_nbytes(ref)) == 0,
+                  "%s, call %d: batch differs from the CPU loader's", what, call);
+    cg_tensor_release(h);
+}
+
+/* Two epochs (plus the end-of-epoch returns) on cuda:0, prefetching and not, against the
+ * CPU loader bit for bit. Between calls the batch is used on the compute stream (x * 2,
+ * checked too) so uploads really overlap queued work; the allocator cache is stocked with
+ * NaN blocks of the batch sizes so a batch read before its upload landed shows up. */
+START_TEST(loader_prefetch_matches_cpu) {
+    cgt_rand r = cgt_rand_make("gpu_loader");
+    for (int trial = 0; trial < 8; trial++) {
+        int64_t n = trial == 0 ? 1 : cgt_randint(&r, 2, 3000), f = cgt_randint(&r, 1, 300);
+        int64_t bs = cgt_randint(&r, 1, trial < 4 ? 64 : 1024);
+        if (trial == 7) bs = n / 4 > 0 ? n / 4 : 1; /* at least 4 batches: a restart inside the epoch */
+        int drop = trial & 1, no_pf = trial == 6, with_y = trial != 3;
+        double *xv = randn_arr(&r, n * f, 0, 1);
+        double *yv = malloc((size_t)n * sizeof *yv);
+        for (int64_t i = 0; i < n; i++) yv[i] = (double)(i % 10);
+        int64_t xs[2] = {n, f}, ys[1] = {n};
+        cg_tensor *x = cgt_tensor(xv, xs, 2, CG_F32, CG_CPU), *y = cgt_tensor(yv, ys, 1, CG_I64, CG_CPU);
+        cg_dataset *ds;
+        CGT_OK(cg_dataset_from_tensors(x, with_y ? y : NULL, &ds));
+        cg_loader_opts o = {.batch_size = bs, .shuffle = trial % 3 != 2, .seed = cgt_next(&r), .drop_last = drop,
+                            .device = CG_CPU};
+        cg_loader *ref, *gl;
+        CGT_OK(cg_loader_create(ds, &o, &ref));
+        o.device = GPU;
+        o.no_prefetch = no_pf;
+        CGT_OK(cg_loader_create(ds, &o, &gl));
+        int64_t full = (bs < n ? bs : n) * f, part = (n % bs) * f;
+        int64_t pc[4] = {full, full, part, part};
+        poison_cache(pc, 4, CG_F32);
+        char what[96];
+        snprintf(what, sizeof what, "trial %d (n %lld, f %lld, bs %lld, drop %d, y %d, prefetch %d)", trial,
+                 (long long)n, (long long)f, (long long)bs, drop, with_y, !no_pf);
+        int64_t nb = cg_loader_num_batches(ref);
+        int calls = 2 * (int)(nb + 1) + 1; /* two epochs and a bit */
+        /* trial 5: fit's restart at the end of epoch 0 (the prefetched first batch of epoch 1
+         * is kept); trial 7: a jump to epoch 1 from the middle of epoch 0, which drops the
+         * prefetched batch of epoch 0 */
+        int restart_at = trial == 5 ? (int)nb + 1 : trial == 7 ? (int)(nb / 2) : -1;
+        for (int c = 0; c < calls; c++) {
+            if (c == restart_at) {
+                CGT_OK(cg_loader_set_epoch(ref, 1));
+                CGT_OK(cg_loader_set_epoch(gl, 1));
+            }
+            cg_tensor *ax, *ay, *gx, *gy;
+            CGT_OK(cg_loader_next(ref, &ax, &ay));
+            CGT_OK(cg_loader_next(gl, &gx, &gy));
+            ck_assert_int_eq((int64_t)cg_loader_epoch(ref), (int64_t)cg_loader_epoch(gl));
+            if (gx) { /* queue work on the batch before reading it back */
+                cg_tensor *g2 = NULL, *a2 = NULL;
+                CGT_OK(cg_scale(gx, 2.0, 0.0, &g2));
+                CGT_OK(cg_scale(ax, 2.0, 0.0, &a2));
+                assert_same_batch(a2, g2, what, c);
+                cg_tensor_release(g2);
+                cg_tensor_release(a2);
+            }
+            assert_same_batch(ax, gx, what, c);
+            assert_same_batch(ay, gy, what, c);
+            cg_tensor_release(ax);
+            cg_tensor_release(ay);
+            cg_tensor_release(gx);
+            cg_tensor_release(gy);
+        }
+        cg_loader_free(gl); /* with a batch in flight */
+        cg_loader_free(ref);
+        cg_dataset_free(ds);
+        cg_tensor_release(x);
+        cg_tensor_release(y);
+        free(xv);
+        free(yv);
+    }
+    CGT_OK(cg_cuda_synchronize(0));
+}
+END_TEST
+
+void gpu_add_device(TCase *ops, TCase *large) {
+    (void)large;
+#ifndef CG_GPU_SUITE_ON_CPU /* device behaviour: deferred label errors, the allocator, async uploads */
+    tcase_add_test(ops, ce_bad_label_reported_at_next_sync);
+    tcase_add_test(ops, allocator_stats_reuse_and_oom);
+    tcase_add_test(ops, allocator_without_caching);
+    tcase_add_test(ops, loader_prefetch_matches_cpu);
+#else
+    (void)ops;
+#endif
+}

@@ -1,0 +1,372 @@
+/* GPU suite: backend services of a training step (optimizer updates, accuracy counts),
+ * fit against the CPU (rollback, BatchNorm restore, a bad label), and thread-safe inference. */
+#include <pthread.h>
+
+#include "gpu_suite.h"
+
+/* ---------------------------------------------------------------- backend services */
+
+START_TEST(optimizers_match_cpu) {
+    const cg_backend *bc = cg__backend(CG_CPU), *bg = cg__backend(GPU);
+    ck_assert_ptr_nonnull(bg);
+    cgt_rand r = cgt_rand_make("optim");
+    int64_t n = 4099;
+    for (int k = 0; k < 8; k++) {
+        cg_dtype dt = k % 2 ? CG_F64 : CG_F32;
+        cg_optim_kind kind = k < 4 ? CG_OPTIM_SGD : k < 6 ? CG_OPTIM_ADAM : CG_OPTIM_ADAMW;
+        double *p = randn_arr(&r, n, 0, 1), *g = randn_arr(&r, n, 0, 1), *m = randn_arr(&r, n, 0, 0.1),
+               *v = randn_arr(&r, n, 0, 0.1);
+        for (int64_t i = 0; i < n; i++) v[i] = fabs(v[i]);
+        double *res[2][3];
+        for (int dv = 0; dv < 2; dv++) {
+            cg_device dev = dv ? GPU : CG_CPU;
+            cg_tensor *tp = cgt_tensor(p, &n, 1, dt, dev), *tg = cgt_tensor(g, &n, 1, dt, dev),
+                      *tm = cgt_tensor(m, &n, 1, dt, dev), *tv = cgt_tensor(v, &n, 1, dt, dev);
+            cg_optim_call c = {.kind = kind, .param = tp, .grad = tg, .m = tm, .v = tv, .lr = 0.01, .momentum = 0.9,
+                               .dampening = k == 2 ? 0.1 : 0.0, .weight_decay = 0.01, .beta1 = 0.9, .beta2 = 0.999,
+                               .eps = 1e-8, .nesterov = k == 3, .step = 3};
+            for (int step = 1; step <= 3; step++) {
+                c.step = step;
+                CGT_OK((dv ? bg : bc)->optim(&c));
+            }
+            res[dv][0] = cgt_read(tp);
+            res[dv][1] = cgt_read(tm);
+            res[dv][2] = cgt_read(tv);
+            cg_tensor_release(tp);
+            cg_tensor_release(tg);
+            cg_tensor_release(tm);
+            cg_tensor_release(tv);
+        }
+        for (int j = 0; j < (kind == CG_OPTIM_SGD ? 2 : 3); j++) {
+            char what[64];
+            snprintf(what, sizeof what, "optimizer case %d buffer %d", k, j);
+            /* src/optim_math.h runs the same rounded operations on both sides: bit for bit */
+            CGT_ASSERT_CLOSE_ARR(res[1][j], res[0][j], n, ((cgt_tol){0, 0}), what);
+        }
+        for (int dv = 0; dv < 2; dv++)
+            for (int j = 0; j < 3; j++) free(res[dv][j]);
+        free(p);
+        free(g);
+        free(m);
+        free(v);
+    }
+}
+END_TEST
+
+/* The optimizer's device-side gate (cg_optim_call.gate / clip_sumsq, read by the kernel
+ * itself): skip on a NaN gate or an infinite norm, clip in the kernel above the threshold,
+ * nothing scaled under it; GPU bit for bit equal to the CPU in every mode. */
+START_TEST(gated_optimizer_matches_cpu) {
+    const cg_backend *bc = cg__backend(CG_CPU), *bg = cg__backend(GPU);
+    cgt_rand r = cgt_rand_make("gate");
+    int64_t n = 4099, one = 1;
+    for (int k = 0; k < 4; k++) {
+        cg_dtype dt = k % 2 ? CG_F64 : CG_F32;
+        double *p0 = randn_arr(&r, n, 0, 1), *g0 = randn_arr(&r, n, 0, 3);
+        double ss = 0;
+        for (int64_t i = 0; i < n; i++) ss += g0[i] * g0[i];
+        for (int mode = 0; mode < 4; mode++) {
+            double gate_v = mode == 0 ? NAN : 0.0, sq_v = mode == 1 ? INFINITY : ss;
+            double *res[2][2];
+            for (int dv = 0; dv < 2; dv++) {
+                cg_device dev = dv ? GPU : CG_CPU;
+                cg_tensor *p = cgt_tensor(p0, &n, 1, dt, dev), *g = cgt_tensor(g0, &n, 1, dt, dev),
+                          *m = cgt_tensor(g0, &n, 1, dt, dev), *v = cgt_tensor(p0, &n, 1, dt, dev);
+                for (int64_t i = 0; i < 1; i++) CGT_OK(cg_tensor_fill(v, 0.25));
+                cg_tensor *gate = cgt_tensor(&gate_v, &one, 1, CG_F64, dev), *sq = cgt_tensor(&sq_v, &one, 1, CG_F64, dev);
+                cg_optim_call c = {.kind = k < 2 ? CG_OPTIM_SGD : CG_OPTIM_ADAMW, .param = p, .grad = g, .m = m, .v = v,
+                                   .lr = 0.05, .momentum = 0.9, .weight_decay = 0.01, .beta1 = 0.9, .beta2 = 0.999,
+                                   .eps = 1e-8, .step = 4, .gate = gate, .clip_sumsq = sq,
+                                   .clip_max = mode == 3 ? 2 * sqrt(ss) : 0.3 * sqrt(ss)};
+                CGT_OK((dv ? bg : bc)->optim(&c));
+                res[dv][0] = cgt_read(p);
+                res[dv][1] = cgt_read(m);
+                cg_tensor *all[6] = {p, g, m, v, gate, sq};
+                for (int i = 0; i < 6; i++) cg_tensor_release(all[i]);
+            }
+            char what[64];
+            snprintf(what, sizeof what, "gated optimizer case %d mode %d", k, mode);
+            for (int j = 0; j < 2; j++) CGT_ASSERT_CLOSE_ARR(res[1][j], res[0][j], n, ((cgt_tol){0, 0}), what);
+            if (mode < 2) CGT_ASSERT_CLOSE_ARR(res[1][0], p0, n, gpu_tol(dt, 1), what); /* untouched */
+            for (int dv = 0; dv < 2; dv++) free(res[dv][0]), free(res[dv][1]);
+        }
+        free(p0), free(g0);
+    }
+}
+END_TEST
+
+/* Accuracy counted on the device (backend count_correct: a warp per row, first maximum,
+ * NaNs skipped unless in column 0) equals the CPU count: planted ties, NaNs and infinities,
+ * widths 1 to 1025, i32/i64/f32 targets, f32/f64 predictions. */
+START_TEST(accuracy_count_matches_cpu) {
+    cgt_rand r = cgt_rand_make("acc");
+    const int64_t widths[] = {1, 2, 10, 31, 33, 1025};
+    const cg_dtype tdts[] = {CG_I32, CG_I64, CG_F32};
+    for (int w = 0; w < 6; w++)
+        for (int k = 0; k < 6; k++) {
+            int64_t c = widths[w], n = k < 3 ? cgt_randint(&r, 1, 9) : cgt_randint(&r, 1000, 5000);
+            cg_dtype pdt = k % 2 ? CG_F64 : CG_F32, tdt = tdts[k % 3];
+            double *pv = malloc((size_t)(n * c) * sizeof *pv), *tv = malloc((size_t)n * sizeof *tv);
+            for (int64_t i = 0; i < n * c; i++) {
+                double u = cgt_uniform(&r, 0, 1);
+                pv[i] = u < 0.03 ? NAN : u < 0.05 ? -INFINITY : u < 0.06 ? INFINITY : (double)cgt_randint(&r, -2, 3);
+            }
+            for (int64_t i = 0; i < n; i++) tv[i] = (double)cgt_randint(&r, 0, c == 1 ? 2 : c);
+            int64_t shape[2] = {n, c}, got[2];
+            for (int dv = 0; dv < 2; dv++) {
+                cg_device dev = dv ? GPU : CG_CPU;
+                cg_tensor *pt = cgt_tensor(pv, shape, 2, pdt, dev), *tt = cgt_tensor(tv, &n, 1, tdt, dev);
+                CGT_OK(cg_accuracy_count(pt, tt, &got[dv], NULL));
+                cg_tensor_release(pt), cg_tensor_release(tt);
+            }
+            ck_assert_msg(got[0] == got[1], "n %lld c %lld: cpu %lld gpu %lld", (long long)n, (long long)c,
+                          (long long)got[0], (long long)got[1]);
+            free(pv), free(tv);
+        }
+}
+END_TEST
+
+/* fit on the GPU queues every step without a host wait; it must still match the CPU: the
+ * same losses and accuracies per epoch (f64 model), and the same failure on a NaN after a
+ * full step-log window, with the skipped steps' counters taken back. */
+/* 6 -> hidden (ReLU) -> 3 classes, Adam 1e-2 (clip_norm when > 0), cross-entropy, accuracy */
+static cg_model *fit_model(cg_device dev, cg_dtype dt, int64_t hidden, double clip) {
+    cg_model *m;
+    CGT_OK(cg_model_create(dev, dt, 5, &m));
+    CGT_OK(cg_model_add_dense(m, 6, hidden, CG_ACT_RELU));
+    CGT_OK(cg_model_add_dense(m, hidden, 3, CG_ACT_NONE));
+    cg_optim_config o = cg_optim_adam(1e-2);
+    o.clip_norm = clip;
+    cg_loss_config l = cg_loss_config_default(CG_LOSS_CROSS_ENTROPY);
+    CGT_OK(cg_model_compile(m, &o, &l, CG_METRIC_ACCURACY));
+    return m;
+}
+
+START_TEST(fit_matches_cpu_and_rolls_back) {
+    cgt_rand r = cgt_rand_make("fit");
+    int64_t n = 100, shape[2] = {100, 6};
+    double *xv = randn_arr(&r, n * 6, 0, 1), *yv = malloc((size_t)n * sizeof *yv);
+    for (int64_t i = 0; i < n; i++) yv[i] = (double)(i % 3), xv[i * 6 + i % 3] += 2;
+    for (int bad = 0; bad < 2; bad++) {
+        if (bad) xv[80 * 6 + 1] = NAN;
+        cg_epoch_logs logs[2][2];
+        int64_t steps[2];
+        double *w[2];
+        for (int dv = 0; dv < 2; dv++) {
+            cg_tensor *x = cgt_tensor(xv, shape, 2, CG_F64, CG_CPU), *y = cgt_tensor(yv, &n, 1, CG_I64, CG_CPU);
+            cg_model *m = fit_model(dv ? GPU : CG_CPU, CG_F64, 16, 1.0);
+            cg_fit_config fc = cg_fit_config_default();
+            fc.epochs = 2;
+            fc.batch_size = bad ? 1 : 7;
+            fc.shuffle = !bad;
+            fc.verbose = CG_VERBOSE_QUIET;
+            cg_history *h = NULL;
+            if (bad) {
+                CGT_FAILS(cg_model_fit(m, x, y, &fc, &h), CG_E_NUMERIC, "epoch 1, step 81 of 100");
+            } else {
+                CGT_OK(cg_model_fit(m, x, y, &fc, &h));
+                for (int e = 0; e < 2; e++) logs[dv][e] = *cg_history_at(h, e);
+                cg_history_free(h);
+            }
+            steps[dv] = cg_optimizer_steps(cg_model_optimizer(m));
+            w[dv] = cgt_read(cg_model_flat_params(m));
+            int64_t nw = cg_tensor_numel(cg_model_flat_params(m));
+            ck_assert(cgt_all_finite(w[dv], nw));
+            if (dv) CGT_ASSERT_CLOSE_ARR(w[1], w[0], nw, gpu_tol(CG_F64, 100), bad ? "weights at the failure" : "weights");
+            cg_model_free(m);
+            cg_tensor_release(x), cg_tensor_release(y);
+        }
+        ck_assert_int_eq(steps[0], steps[1]);
+        ck_assert_int_eq(steps[0], bad ? 80 : 2 * 15);
+        if (!bad)
+            for (int e = 0; e < 2; e++) {
+                ck_assert_msg(cgt_close(logs[1][e].loss, logs[0][e].loss, gpu_tol(CG_F64, 100)), "epoch %d loss", e);
+                ck_assert(logs[1][e].accuracy == logs[0][e].accuracy);
+            }
+        free(w[0]), free(w[1]);
+    }
+    free(xv), free(yv);
+}
+END_TEST
+
+/* A NaN at step 81 of 100 (batch 8) in a model with BatchNorm: the forwards of steps 81..100
+ * changed the running statistics on the device before the step log was read; fit puts them
+ * back from the device copy of step 81's start. Every state-dict tensor (parameters, running
+ * statistics, num_batches_tracked) is finite and matches the CPU. */
+START_TEST(fit_restores_batchnorm_like_cpu) {
+    cgt_rand r = cgt_rand_make("fit batchnorm");
+    /* batches of 8, not 2: BatchNorm over two rows outputs +-1 whatever the input, so the
+       first layer's gradient is only eps's trace, rounding noise that Adam grows into
+       weights the backends cannot agree on at 1e-8 (seen on the emulator) */
+    int64_t n = 800, shape[2] = {800, 6};
+    double *xv = randn_arr(&r, n * 6, 0, 1), *yv = malloc((size_t)n * sizeof *yv);
+    for (int64_t i = 0; i < n; i++) yv[i] = (double)(i % 3), xv[i * 6 + i % 3] += 2;
+    xv[(80 * 8 + 1) * 6 + 2] = NAN; /* in the 81st batch */
+    cg_state_dict *sd[2];
+    for (int dv = 0; dv < 2; dv++) {
+        cg_tensor *x = cgt_tensor(xv, shape, 2, CG_F64, CG_CPU), *y = cgt_tensor(yv, &n, 1, CG_I64, CG_CPU);
+        cg_model *m;
+        CGT_OK(cg_model_create(dv ? GPU : CG_CPU, CG_F64, 6, &m));
+        /* no bias before BatchNorm: its gradient is 0 up to rounding, and Adam would grow
+           that noise into a bias the two backends cannot agree on */
+        CGT_OK(cg_model_add_linear(m, 6, 24, 0, CG_INIT_AUTO));
+        CGT_OK(cg_model_add_batchnorm1d(m, 24, 0, 0));
+        CGT_OK(cg_model_add_activation(m, CG_ACT_RELU, 0));
+        CGT_OK(cg_model_add_dense(m, 24, 3, CG_ACT_NONE));
+        cg_optim_config o = cg_optim_adam(1e-2);
+        cg_loss_config l = cg_loss_config_default(CG_LOSS_CROSS_ENTROPY);
+        CGT_OK(cg_model_compile(m, &o, &l, 0));
+        cg_fit_config fc = cg_fit_config_default();
+        fc.batch_size = 8;
+        fc.shuffle = 0;
+        fc.verbose = CG_VERBOSE_QUIET;
+        CGT_FAILS(cg_model_fit(m, x, y, &fc, NULL), CG_E_NUMERIC, "epoch 1, step 81 of 100");
+        ck_assert_int_eq(cg_optimizer_steps(cg_model_optimizer(m)), 80);
+        CGT_OK(cg_model_state_dict(m, &sd[dv]));
+        cg_model_free(m);
+        cg_tensor_release(x), cg_tensor_release(y);
+    }
+    ck_assert_uint_eq(cg_state_dict_count(sd[0]), cg_state_dict_count(sd[1]));
+    for (size_t i = 0; i < cg_state_dict_count(sd[0]); i++) {
+        const char *name = cg_state_dict_name_at(sd[0], i);
+        cg_tensor *c = cg_state_dict_tensor_at(sd[0], i), *g = cg_state_dict_get(sd[1], name);
+        ck_assert_ptr_nonnull(g);
+        int64_t k = cg_tensor_numel(c);
+        double *cv = cgt_read(c), *gv = cgt_read(g);
+        ck_assert_msg(cgt_all_finite(gv, k), "%s is not finite", name);
+        CGT_ASSERT_CLOSE_ARR(gv, cv, k, gpu_tol(CG_F64, 100), name);
+        free(cv), free(gv);
+    }
+    cg_state_dict_free(sd[0]), cg_state_dict_free(sd[1]);
+    free(xv), free(yv);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- thread-safe inference */
+
+typedef struct predict_job {
+    const cg_model *m;
+    const cg_tensor *x; /* on the host: each call uploads it, as a service's request would be */
+    const float *ref;   /* the single-thread GPU output */
+    int64_t n;
+    int bad, iters;
+} predict_job;
+
+static void *predict_worker(void *arg) {
+    predict_job *j = arg;
+    float *v = malloc((size_t)j->n * sizeof *v);
+    for (int it = 0; it < j->iters; it++) {
+        cg_tensor *y = NULL;
+        if (!v || cg_model_predict(j->m, j->x, &y) != CG_OK ||
+            cg_tensor_to_host(y, v, (size_t)j->n * sizeof *v) != CG_OK || memcmp(v, j->ref, (size_t)j->n * sizeof *v))
+            j->bad++;
+        cg_tensor_release(y);
+    }
+    free(v);
+    return NULL;
+}
+
+/* cg_model_predict from four host threads at once on one model on the GPU (the embedding
+ * service's call): every output equals the single-thread GPU output bit for bit (the same
+ * kernels on the same shapes, one stream), which matches the CPU; the model is unchanged. */
+START_TEST(predict_threads_match_one_thread) {
+    cg_model *m;
+    CGT_OK(cg_model_create(CG_CPU, CG_F32, 23, &m));
+    CGT_OK(cg_model_add_dense(m, 20, 48, CG_ACT_GELU));
+    CGT_OK(cg_model_add_batchnorm1d(m, 48, 0, 0));
+    CGT_OK(cg_model_add_dropout(m, 0.3));
+    CGT_OK(cg_model_add_layernorm(m, 48, 0));
+    CGT_OK(cg_model_add_dense(m, 48, 7, CG_ACT_RELU));
+    CGT_OK(cg_model_add_dense(m, 7, 5, CG_ACT_SIGMOID));
+    cgt_rand r = cgt_rand_make("predict threads");
+    int64_t s[2] = {37, 20}, n = 37 * 5;
+    cg_tensor *x = cgt_randn(&r, s, 2, CG_F32, CG_CPU), *y = NULL;
+    CGT_OK(cg_model_forward(m, x, &y)); /* a training forward moves the running statistics */
+    cg_tensor_release(y);
+    CGT_OK(cg_model_predict(m, x, &y));
+    double *cpu = cgt_read(y);
+    cg_tensor_release(y);
+    CGT_OK(cg_model_to(m, GPU));
+    cg_state_dict *before, *after;
+    CGT_OK(cg_model_state_dict(m, &before));
+    CGT_OK(cg_model_predict(m, x, &y));
+    double *gpu = cgt_read(y);
+    CGT_ASSERT_CLOSE_ARR(gpu, cpu, n, gpu_tol(CG_F32, 10), "predict on the GPU");
+    float *ref = malloc((size_t)n * sizeof *ref);
+    CGT_OK(cg_tensor_to_host(y, ref, (size_t)n * sizeof *ref));
+    cg_tensor_release(y);
+    pthread_t th[4];
+    predict_job jobs[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (predict_job){m, x, ref, n, 0, 25};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, predict_worker, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++) ck_assert_msg(jobs[i].bad == 0, "thread %d: %d of 25 predictions differ or failed", i, jobs[i].bad);
+    CGT_OK(cg_model_state_dict(m, &after));
+    for (size_t i = 0; i < cg_state_dict_count(before); i++) {
+        cg_tensor *a = cg_state_dict_tensor_at(before, i), *b = cg_state_dict_tensor_at(after, i);
+        int64_t k = cg_tensor_numel(a);
+        double *av = cgt_read(a), *bv = cgt_read(b);
+        ck_assert_msg(memcmp(av, bv, (size_t)k * sizeof *av) == 0, "%s changed", cg_state_dict_name_at(before, i));
+        free(av), free(bv);
+    }
+    cg_state_dict_free(before), cg_state_dict_free(after);
+    free(cpu), free(gpu), free(ref);
+    cg_tensor_release(x);
+    cg_model_free(m);
+}
+END_TEST
+
+/* A label out of range during fit: on the GPU the kernel's report waits for the step log's
+ * read (or for the gradient-norm check's read, on an epoch's first step); either way fit
+ * fails with CG_E_INVALID naming the label, after the same optimizer steps as the CPU, which
+ * fails at the step itself, and with the same weights. */
+START_TEST(fit_bad_label_like_cpu) {
+    cgt_rand r = cgt_rand_make("fit bad label");
+    int64_t n = 60, shape[2] = {60, 6};
+    double *xv = randn_arr(&r, n * 6, 0, 1), *yv = malloc((size_t)n * sizeof *yv);
+    for (int hook = 0; hook < 2; hook++) {
+        for (int64_t i = 0; i < n; i++) yv[i] = (double)(i % 3);
+        yv[hook ? 2 : 20] = 7; /* batch 1 (the norm check reads there) or batch 4 of epoch 1 */
+        int64_t steps[2];
+        double *w[2];
+        for (int dv = 0; dv < 2; dv++) {
+            cg_tensor *x = cgt_tensor(xv, shape, 2, CG_F32, CG_CPU), *y = cgt_tensor(yv, &n, 1, CG_I64, CG_CPU);
+            cg_model *m = fit_model(dv ? GPU : CG_CPU, CG_F32, 8, 0.0);
+            cg_fit_config fc = cg_fit_config_default();
+            fc.epochs = 2;
+            fc.batch_size = 6;
+            fc.shuffle = 0;
+            FILE *sink = fopen("/dev/null", "w");
+            fc.out = sink;
+            fc.verbose = hook ? CG_VERBOSE_EPOCH : CG_VERBOSE_QUIET;
+            cg_history *h = NULL;
+            CGT_FAILS(cg_model_fit(m, x, y, &fc, &h), CG_E_INVALID, "label 7 at row 2 is outside [0, 3)");
+            fclose(sink);
+            steps[dv] = cg_optimizer_steps(cg_model_optimizer(m));
+            w[dv] = cgt_read(cg_model_flat_params(m));
+            int64_t nw = cg_tensor_numel(cg_model_flat_params(m));
+            ck_assert(cgt_all_finite(w[dv], nw));
+            if (dv) CGT_ASSERT_CLOSE_ARR(w[1], w[0], nw, gpu_tol(CG_F32, 100), "weights at the failure");
+            cg_model_free(m);
+            cg_tensor_release(x), cg_tensor_release(y);
+        }
+        ck_assert_int_eq(steps[0], steps[1]);
+        ck_assert_int_eq(steps[0], hook ? 0 : 3);
+        free(w[0]), free(w[1]);
+    }
+    free(xv), free(yv);
+}
+END_TEST
+
+void gpu_add_training(TCase *ops, TCase *large) {
+    (void)large;
+    tcase_add_test(ops, optimizers_match_cpu);
+    tcase_add_test(ops, gated_optimizer_matches_cpu);
+    tcase_add_test(ops, accuracy_count_matches_cpu);
+    tcase_add_test(ops, fit_matches_cpu_and_rolls_back);
+    tcase_add_test(ops, fit_restores_batchnorm_like_cpu);
+    tcase_add_test(ops, predict_threads_match_one_thread);
+    tcase_add_test(ops, fit_bad_label_like_cpu);
+}
