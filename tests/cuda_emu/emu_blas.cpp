@@ -108,6 +108,7 @@ extern "C" {
 /* ---------------------------------------------------------------- cuBLAS */
 
 cublasStatus_t cublasCreate_v2(cublasHandle_t *h) {
+    cgemu::touch_context(); /* a library handle needs the device's context */
     *h = (cublasHandle_t) new handle_obj{1};
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -187,6 +188,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
 /* ---------------------------------------------------------------- cuBLASLt */
 
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) {
+    cgemu::touch_context(); /* a library handle needs the device's context */
     *h = (cublasLtHandle_t) new handle_obj{2};
     return CUBLAS_STATUS_SUCCESS;
 }

@@ -65,6 +65,7 @@ bool bn_param_ok(const tensor_obj *x, const tensor_obj *p) {
 extern "C" {
 
 cudnnStatus_t cudnnCreate(cudnnHandle_t *h) {
+    cgemu::touch_context(); /* a library handle needs the device's context */
     *h = (cudnnHandle_t) new handle_obj{3};
     return CUDNN_STATUS_SUCCESS;
 }

@@ -15,6 +15,12 @@ namespace cgemu {
 cudaError_t record_launch_error(cudaError_t e, const char *why);
 /* [p, p + n) lies inside one live device allocation */
 bool is_device_range(const void *p, size_t n);
+/* the calling thread's current device (cudaSetDevice) */
+int current_device();
+/* a call that needs a context was made: the current device's primary context is now
+ * active, as on a device (cuDevicePrimaryCtxGetState, reached by
+ * cudaGetDriverEntryPointByVersion, reports it) */
+void touch_context();
 
 /* ---- emu_stream.cpp: deferred work ----
  * Work queued on a stream runs only when the host must see it: a synchronisation of the
@@ -33,7 +39,10 @@ double event_time(void *ev); /* host ms when it ran, < 0 when never recorded */
 void *event_new(unsigned flags);
 unsigned event_flags(void *ev);
 void event_free(void *ev);
-cudaStream_t stream_new();
+/* a stream of device `dev`: work queued on it, or an event recorded on it, while another
+ * device is current is an error (sticky, cudaErrorInvalidResourceHandle), as a launch into
+ * another device's stream is on a device */
+cudaStream_t stream_new(int dev);
 void stream_free(cudaStream_t s);
 /* an error of deferred work (a kernel fault): sticky, as a device's launch failures are */
 void set_sticky(cudaError_t e, const char *why);

@@ -1,18 +1,25 @@
-/* The CUDA runtime API, emulated on the host (tests/cuda_emu/README.md): one device, whose
- * memory is host memory handed out by malloc, counted against an emulated capacity
- * (CGEMU_MEM_MB, default 16384) so that out-of-memory paths can be reached. Queued work is
- * deferred until the host must see it (emu_stream.cpp); an event's time is the host clock
- * when its mark ran. What the emulator can check, it checks and fails like a device would:
- * cudaMemcpy directions against the live allocations (a "device" pointer that is not inside
- * one, or a host pointer that is), frees of pointers never allocated, bad devices. */
+/* The CUDA runtime API, emulated on the host (tests/cuda_emu/README.md): one device (or
+ * CGEMU_DEVICES of them, sharing one memory), whose memory is host memory handed out by
+ * malloc, counted against an emulated capacity (CGEMU_MEM_MB, default 16384) so that
+ * out-of-memory paths can be reached. Queued work is deferred until the host must see it
+ * (emu_stream.cpp); an event's time is the host clock when its mark ran. What the emulator
+ * can check, it checks and fails like a device would: cudaMemcpy directions against the live
+ * allocations (a "device" pointer that is not inside one, or a host pointer that is), frees
+ * of pointers never allocated, bad devices, work queued on another device's stream. Each
+ * thread has a current device, and each device a primary context that the first call
+ * needing one creates (cudaSetDevice, allocations, streams, events, library handles), which
+ * the driver's cuDevicePrimaryCtxGetState reports. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <vector>
 #include <mutex>
+
+#include <cuda.h> /* the driver entry points handed out by cudaGetDriverEntryPointByVersion */
 
 #include "emu_internal.h"
 
@@ -24,6 +31,7 @@ std::map<uintptr_t, size_t> g_pinned;  /* live cudaHostAlloc blocks */
 size_t g_used;
 thread_local cudaError_t g_last = cudaSuccess;
 thread_local int g_current_device = 0;
+std::atomic<uint64_t> g_ctx_active{0}; /* bit d: device d's primary context exists */
 
 size_t capacity() {
     static size_t cap = [] {
@@ -59,7 +67,29 @@ bool is_device_range(const void *p, size_t n) {
     std::lock_guard<std::mutex> lock(g_mem_mutex);
     return in_map(g_device, p, n ? n : 1);
 }
+int current_device() { return g_current_device; }
+void touch_context() { g_ctx_active.fetch_or(1ull << (g_current_device & 63)); }
 } // namespace cgemu
+
+namespace {
+/* the two driver calls cgrad's device guard asks for (src/cuda/context.c); a CUdevice is
+ * the ordinal */
+CUresult emu_cuDeviceGet(CUdevice *d, int ordinal) {
+    int n;
+    cudaGetDeviceCount(&n);
+    if (ordinal < 0 || ordinal >= n) return CUDA_ERROR_INVALID_DEVICE;
+    *d = ordinal;
+    return CUDA_SUCCESS;
+}
+CUresult emu_cuDevicePrimaryCtxGetState(CUdevice d, unsigned int *flags, int *active) {
+    int n;
+    cudaGetDeviceCount(&n);
+    if (d < 0 || d >= n) return CUDA_ERROR_INVALID_DEVICE;
+    *flags = 0;
+    *active = (g_ctx_active.load() >> (d & 63)) & 1;
+    return CUDA_SUCCESS;
+}
+} // namespace
 
 extern "C" {
 
@@ -106,6 +136,7 @@ cudaError_t cudaSetDevice(int device) {
     cudaGetDeviceCount(&n);
     if (device < 0 || device >= n) return fail(cudaErrorInvalidDevice);
     g_current_device = device;
+    cgemu::touch_context(); /* since CUDA 12 cudaSetDevice initialises the primary context */
     return cudaSuccess;
 }
 
@@ -148,7 +179,18 @@ cudaError_t cudaRuntimeGetVersion(int *v) {
     return cudaSuccess;
 }
 
+cudaError_t cudaGetDriverEntryPointByVersion(const char *symbol, void **fn, unsigned int version,
+                                             unsigned long long flags, enum cudaDriverEntryPointQueryResult *q) {
+    (void)version, (void)flags;
+    *fn = NULL;
+    if (!strcmp(symbol, "cuDeviceGet")) *fn = (void *)emu_cuDeviceGet;
+    if (!strcmp(symbol, "cuDevicePrimaryCtxGetState")) *fn = (void *)emu_cuDevicePrimaryCtxGetState;
+    if (q) *q = *fn ? cudaDriverEntryPointSuccess : cudaDriverEntryPointSymbolNotFound;
+    return *fn ? cudaSuccess : fail(cudaErrorSymbolNotFound);
+}
+
 cudaError_t cudaMalloc(void **p, size_t bytes) {
+    cgemu::touch_context();
     std::lock_guard<std::mutex> lock(g_mem_mutex);
     *p = NULL;
     if (bytes > capacity() - g_used) return fail(cudaErrorMemoryAllocation);
@@ -177,6 +219,7 @@ cudaError_t cudaFree(void *p) {
 }
 
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total) {
+    cgemu::touch_context();
     std::lock_guard<std::mutex> lock(g_mem_mutex);
     *free_bytes = capacity() - g_used;
     *total = capacity();
@@ -185,6 +228,7 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total) {
 
 cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned int flags) {
     (void)flags;
+    cgemu::touch_context();
     void *q = NULL;
     if (posix_memalign(&q, 4096, bytes ? bytes : 1)) return fail(cudaErrorMemoryAllocation);
     *p = q;
@@ -241,10 +285,10 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
         std::shared_ptr<std::vector<char>> stage = std::make_shared<std::vector<char>>((const char *)src,
                                                                                      (const char *)src + n);
         cgemu::enqueue(s, [dst, stage] { memcpy(dst, stage->data(), stage->size()); });
-        return cudaSuccess;
+        return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
     }
     cgemu::enqueue(s, [dst, src, n] { memmove(dst, src, n); }); /* pinned or device: read when it runs */
-    return cudaSuccess;
+    return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
 }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind) {
@@ -262,12 +306,13 @@ cudaError_t cudaMemsetAsync(void *p, int value, size_t n, cudaStream_t s) {
         return fail(cudaErrorInvalidValue);
     }
     cgemu::enqueue(s, [p, value, n] { memset(p, value, n); });
-    return cudaSuccess;
+    return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
 }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
     (void)flags;
-    *s = cgemu::stream_new();
+    cgemu::touch_context();
+    *s = cgemu::stream_new(g_current_device);
     return cudaSuccess;
 }
 
@@ -293,6 +338,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flag
 }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
+    cgemu::touch_context();
     *e = (cudaEvent_t)cgemu::event_new(flags);
     return cudaSuccess;
 }
@@ -306,7 +352,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     cgemu::event_record(e, s);
-    return cudaSuccess;
+    return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {

@@ -249,6 +249,7 @@ cudaError_t queue_grid(dim3 grid, dim3 block, size_t smem, cudaStream_t s, std::
         return record_launch_error(cudaErrorInvalidValue,
                                    "launch: more than 48 KiB of dynamic shared memory without the opt-in attribute");
     enqueue(s, [grid, block, smem, body] { run_grid(grid, block, smem, body); });
+    if (sticky()) return record_launch_error(sticky(), "launch refused (see above)");
     return cudaSuccess;
 }
 

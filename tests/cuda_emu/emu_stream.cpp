@@ -19,6 +19,7 @@ struct stream_q {
     std::deque<std::function<void()>> q;
     uint64_t queued = 0, done = 0;
     bool running = false; /* a closure of this stream is executing (a wait inside it flushes others) */
+    int dev = -1;         /* the device it was created on; -1: the legacy default stream, any device */
 };
 
 struct event_obj {
@@ -63,6 +64,18 @@ void run_until(stream_q *q, uint64_t upto) {
     }
 }
 
+/* work for q from the calling thread: q must belong to the current device */
+bool on_current_device(const stream_q *q, const char *what) {
+    touch_context();
+    int cur = current_device();
+    if (q->dev < 0 || q->dev == cur) return true;
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s on a stream of cuda:%d while cuda:%d is current (cudaSetDevice first)", what,
+             q->dev, cur);
+    set_sticky(cudaErrorInvalidResourceHandle, msg);
+    return false;
+}
+
 } // namespace
 
 guard::guard() { g_lock.lock(); }
@@ -71,6 +84,7 @@ guard::~guard() { g_lock.unlock(); }
 void enqueue(cudaStream_t s, std::function<void()> work) {
     guard g;
     stream_q *q = q_of(s);
+    if (!on_current_device(q, "work queued")) return;
     q->q.push_back(std::move(work));
     q->queued++;
 }
@@ -108,6 +122,7 @@ void event_record(void *ev, cudaStream_t s) {
     guard g;
     event_obj *e = (event_obj *)ev;
     stream_q *q = q_of(s);
+    if (!on_current_device(q, "an event recorded")) return;
     q->q.push_back([e] { e->t_ms = now_ms(); });
     q->queued++;
     e->stream = q;
@@ -136,9 +151,10 @@ double event_time(void *ev) {
     return ((event_obj *)ev)->t_ms;
 }
 
-cudaStream_t stream_new() {
+cudaStream_t stream_new(int dev) {
     guard g;
     stream_q *q = new stream_q;
+    q->dev = dev;
     cudaStream_t s = (cudaStream_t)q; /* a unique handle */
     g_streams[s] = q;
     return s;
