@@ -10,7 +10,9 @@
  * the sizes the op will ask for (bins are LIFO), so an output the kernel forgets to write
  * comes back NaN and fails (NaN never passes cgt_close).
  *
- * Two test cases: "ops" and "large" (widest rows, longest reductions); CK_RUN_CASE picks one.
+ * Three test cases: "ops", "large" (widest rows, longest reductions) and "devices" (the
+ * device guard, with two devices or more; its tests say so and pass where there is one);
+ * CK_RUN_CASE picks one.
  * The tests live in tests/gpu/, a file per area (gpu_suite.h); this file assembles the suite.
  *
  * Skips (exit 77, shown by ctest as skipped) with "no CUDA device: skipping GPU suite" in a CPU-only build or when
@@ -23,7 +25,7 @@ static Suite *suite(void) {
     /* "ops": every kernel at small and odd shapes; "large": the same kernels again on the
      * widest rows and longest reductions (multi-chunk paths). compute-sanitizer runs "ops"
      * first (CK_RUN_CASE=ops), because under it the large shapes take minutes. */
-    TCase *tc = tcase_create("ops"), *tl = tcase_create("large");
+    TCase *tc = tcase_create("ops"), *tl = tcase_create("large"), *td = tcase_create("devices");
     /* tests run in one process (CK_FORK=no in ctest and on the device): a test that fails
      * half way must not leave cuDNN or a low matmul precision on for the ones after it */
     tcase_add_checked_fixture(tc, NULL, reset_settings);
@@ -36,6 +38,11 @@ static Suite *suite(void) {
     gpu_add_linear(tc, tl);         /* fused linear, matmul precisions */
     gpu_add_training(tc, tl);       /* optimizers, accuracy, fit, threaded predict */
     gpu_add_device(tc, tl);         /* sticky device error, allocator, loader prefetch (device only) */
+    /* "devices" first: its first test wants a process in which cuda:0 was never used */
+    tcase_add_checked_fixture(td, NULL, reset_settings);
+    tcase_set_timeout(td, 600);
+    gpu_add_devices(td); /* the device guard across two devices */
+    suite_add_tcase(s, td);
     suite_add_tcase(s, tc);
     suite_add_tcase(s, tl);
     return s;

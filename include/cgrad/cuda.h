@@ -5,7 +5,12 @@
  * toolkit) or without a device they return CG_E_UNSUPPORTED / CG_E_DEVICE with a message;
  * cg_cuda_availability() says why there is no device. The two process-wide settings
  * (cg_cuda_set_matmul_precision, cg_cuda_set_impl) are the exception: a build with the
- * backend takes them without a device, for the devices to come. */
+ * backend takes them without a device, for the devices to come.
+ *
+ * The calling thread's current CUDA device (cudaGetDevice) is the same after any cgrad call
+ * as before it, whatever device the call worked on; the one exception is a device with no
+ * CUDA context yet in the process, which cgrad does not create one on (the thread then stays
+ * on the device cgrad used, as with PyTorch). docs/cuda.md "Context". */
 #ifndef CGRAD_CUDA_H
 #define CGRAD_CUDA_H
 

@@ -262,7 +262,7 @@ void cg_cuda_free(int dev, void *ptr) {
 
 cg_status cg_cuda_scratch(int dev, size_t nbytes, void **ptr) { return cg_cuda_malloc(dev, nbytes, ptr); }
 
-cg_status cg_cuda_memory_stats(int dev, cg_cuda_mem_stats *out) {
+static cg_status memory_stats(int dev, cg_cuda_mem_stats *out) {
     CG_ARG_NOT_NULL(out, "cg_cuda_memory_stats");
     cg_cuda_ctx *ctx = NULL;
     CG_TRY(cg_cuda_ctx_get(dev, &ctx));
@@ -273,8 +273,9 @@ cg_status cg_cuda_memory_stats(int dev, cg_cuda_mem_stats *out) {
     pthread_mutex_unlock(&p->lock);
     return CG_OK;
 }
+cg_status cg_cuda_memory_stats(int dev, cg_cuda_mem_stats *out) { CG_CUDA_RETURN_GUARDED(memory_stats(dev, out)); }
 
-cg_status cg_cuda_reset_peak(int dev) {
+static cg_status reset_peak(int dev) {
     cg_cuda_ctx *ctx = NULL;
     CG_TRY(cg_cuda_ctx_get(dev, &ctx));
     pool *p = pool_of(dev);
@@ -284,8 +285,9 @@ cg_status cg_cuda_reset_peak(int dev) {
     pthread_mutex_unlock(&p->lock);
     return CG_OK;
 }
+cg_status cg_cuda_reset_peak(int dev) { CG_CUDA_RETURN_GUARDED(reset_peak(dev)); }
 
-cg_status cg_cuda_empty_cache(int dev) {
+static cg_status empty_cache(int dev) {
     cg_cuda_ctx *ctx = NULL;
     CG_TRY(cg_cuda_ctx_get(dev, &ctx));
     pool *p = pool_of(dev);
@@ -307,8 +309,9 @@ cg_status cg_cuda_empty_cache(int dev) {
     free_blocks(cached);
     return CG_OK;
 }
+cg_status cg_cuda_empty_cache(int dev) { CG_CUDA_RETURN_GUARDED(empty_cache(dev)); }
 
-cg_status cg_cuda_set_caching(int dev, int enabled) {
+static cg_status set_caching(int dev, int enabled) {
     cg_cuda_ctx *ctx = NULL;
     CG_TRY(cg_cuda_ctx_get(dev, &ctx));
     pool *p = pool_of(dev);
@@ -318,8 +321,9 @@ cg_status cg_cuda_set_caching(int dev, int enabled) {
     pthread_mutex_unlock(&p->lock);
     return enabled ? CG_OK : cg_cuda_empty_cache(dev);
 }
+cg_status cg_cuda_set_caching(int dev, int enabled) { CG_CUDA_RETURN_GUARDED(set_caching(dev, enabled)); }
 
-cg_status cg_cuda_get_caching(int dev, int *enabled) {
+static cg_status get_caching(int dev, int *enabled) {
     CG_ARG_NOT_NULL(enabled, "cg_cuda_get_caching");
     cg_cuda_ctx *ctx = NULL;
     CG_TRY(cg_cuda_ctx_get(dev, &ctx));
@@ -330,6 +334,7 @@ cg_status cg_cuda_get_caching(int dev, int *enabled) {
     pthread_mutex_unlock(&p->lock);
     return CG_OK;
 }
+cg_status cg_cuda_get_caching(int dev, int *enabled) { CG_CUDA_RETURN_GUARDED(get_caching(dev, enabled)); }
 
 /* ---- transfers ---- */
 

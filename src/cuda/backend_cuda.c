@@ -12,9 +12,6 @@
 
 static cg_status get_ctx(const cg_tensor *t, cg_cuda_ctx **ctx) { return cg_cuda_ctx_get(cg_cuda_dev_of(t), ctx); }
 
-static cg_status alloc_cuda(int dev, size_t nbytes, void **ptr) { return cg_cuda_malloc(dev, nbytes, ptr); }
-static void free_cuda(int dev, void *ptr) { cg_cuda_free(dev, ptr); }
-
 static cg_status memcpy_cuda(int dev, void *dst, const void *src, size_t nbytes, cg_copy_kind kind) {
     CG_TRY(cg_cuda_memcpy(dev, dst, src, nbytes, kind));
     if (kind != CG_COPY_D2H || nbytes == 0) return CG_OK;
@@ -173,34 +170,75 @@ static cg_status optim_cuda(const cg_optim_call *c) {
                                       c->clip_max, ctx->stream));
 }
 
-/* cg_cuda_synchronize checks the sticky error word after the wait. event_sync
- * (cg_cuda_event_sync) does not: the loader waits on it for its own staging buffers and
- * drops failures of a prefetch (loader.c pf_ahead), which would clear the word and lose
- * the message; the error stays for the next D2H copy or sync instead. */
-static cg_status sync_cuda(int dev) { return cg_cuda_synchronize(dev); }
+/* ---- the table: each entry runs under the device guard (cuda_internal.h), so that a call
+ * on cuda:N leaves the caller's thread on the device it was on. sync is the public
+ * cg_cuda_synchronize, guarded itself; pinned_free and event_free change no device. ---- */
+
+static cg_status alloc_entry(int dev, size_t nbytes, void **ptr) {
+    CG_CUDA_RETURN_GUARDED(cg_cuda_malloc(dev, nbytes, ptr));
+}
+static void free_entry(int dev, void *ptr) {
+    int prev = cg_cuda_guard_begin();
+    cg_cuda_free(dev, ptr);
+    cg_cuda_guard_end(prev);
+}
+static cg_status memcpy_entry(int dev, void *dst, const void *src, size_t nbytes, cg_copy_kind kind) {
+    CG_CUDA_RETURN_GUARDED(memcpy_cuda(dev, dst, src, nbytes, kind));
+}
+static cg_status copy_strided_entry(cg_tensor *dst, const cg_tensor *src) {
+    CG_CUDA_RETURN_GUARDED(cg_cuda_copy_strided_impl(dst, src));
+}
+static cg_status fill_entry(cg_tensor *t, double value) { CG_CUDA_RETURN_GUARDED(fill_cuda(t, value)); }
+static cg_status rand_entry(cg_tensor *t, cg_rand_dist dist, double a, double b, uint64_t seed, uint64_t offset) {
+    CG_CUDA_RETURN_GUARDED(rand_cuda(t, dist, a, b, seed, offset));
+}
+static cg_status axpy_entry(cg_tensor *y, double alpha, const cg_tensor *x) {
+    CG_CUDA_RETURN_GUARDED(axpy_cuda(y, alpha, x));
+}
+static cg_status scal_entry(cg_tensor *y, double alpha) { CG_CUDA_RETURN_GUARDED(scal_cuda(y, alpha)); }
+static cg_status reduce_to_entry(cg_tensor *dst, const cg_tensor *x, double alpha, int square, int accumulate) {
+    CG_CUDA_RETURN_GUARDED(reduce_to_cuda(dst, x, alpha, square, accumulate));
+}
+static cg_status count_correct_entry(cg_tensor *dst, const cg_tensor *pred, const cg_tensor *target, int accumulate) {
+    CG_CUDA_RETURN_GUARDED(count_correct_cuda(dst, pred, target, accumulate));
+}
+static cg_status optim_entry(const cg_optim_call *c) { CG_CUDA_RETURN_GUARDED(optim_cuda(c)); }
+static cg_status pinned_alloc_entry(int dev, size_t nbytes, void **ptr) {
+    CG_CUDA_RETURN_GUARDED(cg_cuda_pinned_alloc(dev, nbytes, ptr));
+}
+static cg_status event_create_entry(int dev, void **event) { CG_CUDA_RETURN_GUARDED(cg_cuda_event_create(dev, event)); }
+static cg_status upload_async_entry(int dev, void *dst, const void *src_pinned, size_t nbytes, void *event) {
+    CG_CUDA_RETURN_GUARDED(cg_cuda_upload_async(dev, dst, src_pinned, nbytes, event));
+}
+static cg_status wait_event_entry(int dev, void *event) { CG_CUDA_RETURN_GUARDED(cg_cuda_wait_event(dev, event)); }
+static cg_status event_sync_entry(int dev, void *event) { CG_CUDA_RETURN_GUARDED(cg_cuda_event_sync(dev, event)); }
 
 const cg_backend cg_cuda_backend = {
     .name = "cuda",
     .type = CG_DEVICE_CUDA,
-    .alloc = alloc_cuda,
-    .free = free_cuda,
-    .memcpy = memcpy_cuda,
-    .copy_strided = cg_cuda_copy_strided_impl,
-    .fill = fill_cuda,
-    .rand = rand_cuda,
-    .axpy = axpy_cuda,
-    .scal = scal_cuda,
-    .reduce_to = reduce_to_cuda,
-    .count_correct = count_correct_cuda,
-    .optim = optim_cuda,
-    .sync = sync_cuda,
-    .pinned_alloc = cg_cuda_pinned_alloc,
+    .alloc = alloc_entry,
+    .free = free_entry,
+    .memcpy = memcpy_entry,
+    .copy_strided = copy_strided_entry,
+    .fill = fill_entry,
+    .rand = rand_entry,
+    .axpy = axpy_entry,
+    .scal = scal_entry,
+    .reduce_to = reduce_to_entry,
+    .count_correct = count_correct_entry,
+    .optim = optim_entry,
+    /* checks the sticky error word after the wait. event_sync (cg_cuda_event_sync) does
+     * not: the loader waits on it for its own staging buffers and drops failures of a
+     * prefetch (loader.c pf_ahead), which would clear the word and lose the message; the
+     * error stays for the next D2H copy or sync instead. */
+    .sync = cg_cuda_synchronize,
+    .pinned_alloc = pinned_alloc_entry,
     .pinned_free = cg_cuda_pinned_free,
-    .event_create = cg_cuda_event_create,
+    .event_create = event_create_entry,
     .event_free = cg_cuda_event_free,
-    .upload_async = cg_cuda_upload_async,
-    .wait_event = cg_cuda_wait_event,
-    .event_sync = cg_cuda_event_sync,
+    .upload_async = upload_async_entry,
+    .wait_event = wait_event_entry,
+    .event_sync = event_sync_entry,
     .forward = cg_cuda_forward_table,
     .backward = cg_cuda_backward_table,
 };

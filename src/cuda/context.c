@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <cuda.h> /* driver types only: its entry points come through the runtime */
+
 #include "cuda_internal.h"
 
 #define CG_CUDA_MAX_DEVICES 64
@@ -221,6 +223,77 @@ cg_status cg_cuda_ctx_get(int dev, cg_cuda_ctx **out) {
     return CG_OK;
 }
 
+/* ---- the device guard ----
+ * cg_cuda_ctx_get makes the wanted device current; every entry point of the backend wraps
+ * its work in guard_begin/guard_end so that the caller's thread gets its own device back,
+ * as PyTorch's device guard does. One exception, also PyTorch's: when the device to go back
+ * to has no primary context yet (the thread never used CUDA, and nothing in the process used
+ * that device), going back would create one there (cudaSetDevice does since CUDA 12), which
+ * costs that GPU hundreds of MiB per process. Then the thread stays on cgrad's device.
+ * Whether a device has a primary context is the driver's cuDevicePrimaryCtxGetState,
+ * reached through the runtime's entry-point query (no link to libcuda). Without it (a
+ * runtime older than 11.3, or the query fails) nothing is restored: the old behaviour. */
+
+typedef CUresult (*prim_ctx_state_fn)(CUdevice dev, unsigned int *flags, int *active);
+typedef CUresult (*device_get_fn)(CUdevice *dev, int ordinal);
+static pthread_once_t g_drv_once = PTHREAD_ONCE_INIT;
+static prim_ctx_state_fn g_prim_ctx_state;
+static device_get_fn g_device_get;
+
+static void *driver_entry(const char *symbol) {
+    void *fn = NULL;
+    enum cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+#if CUDART_VERSION >= 12050
+    cudaError_t e = cudaGetDriverEntryPointByVersion(symbol, &fn, 12000, cudaEnableDefault, &q);
+#elif CUDART_VERSION >= 11030
+    cudaError_t e = cudaGetDriverEntryPoint(symbol, &fn, cudaEnableDefault, &q);
+#else
+    cudaError_t e = cudaErrorNotSupported;
+#endif
+    if (e != cudaSuccess || q != cudaDriverEntryPointSuccess) {
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    return fn;
+}
+
+static void driver_init(void) {
+    g_device_get = (device_get_fn)driver_entry("cuDeviceGet");
+    g_prim_ctx_state = (prim_ctx_state_fn)driver_entry("cuDevicePrimaryCtxGetState");
+}
+
+/* 1 when device `ordinal` has an active primary context; 0 when not, or when unknown */
+static int has_primary_context(int ordinal) {
+    pthread_once(&g_drv_once, driver_init);
+    if (!g_device_get || !g_prim_ctx_state) return 0;
+    CUdevice d;
+    unsigned int flags = 0;
+    int active = 0;
+    if (g_device_get(&d, ordinal) != CUDA_SUCCESS) return 0;
+    if (g_prim_ctx_state(d, &flags, &active) != CUDA_SUCCESS) return 0;
+    return active;
+}
+
+int cg_cuda_guard_begin(void) {
+    int cur = -1;
+    if (cudaGetDevice(&cur) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return -1;
+    }
+    return cur;
+}
+
+void cg_cuda_guard_end(int prev) {
+    if (prev < 0) return;
+    int cur = -1;
+    if (cudaGetDevice(&cur) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return;
+    }
+    if (cur == prev || !has_primary_context(prev)) return;
+    if (cudaSetDevice(prev) != cudaSuccess) (void)cudaGetLastError(); /* the caller's status stands */
+}
+
 cg_status cg_cuda_copy_stream_locked(cg_cuda_ctx *c) {
     if (c->copy_stream) return CG_OK;
     cudaStream_t s = NULL;
@@ -264,7 +337,7 @@ cg_status cg_cuda_set_impl(cg_cuda_impl impl) {
 cg_cuda_impl cg_cuda_get_impl(void) { return (cg_cuda_impl)atomic_load(&g_impl); }
 cg_cuda_impl cg_cuda_impl_now(void) { return (cg_cuda_impl)atomic_load(&g_impl); }
 
-cg_status cg_cuda_device_info_get(int dev, cg_cuda_device_info *out) {
+static cg_status device_info_get(int dev, cg_cuda_device_info *out) {
     CG_ARG_NOT_NULL(out, "cg_cuda_device_info_get");
     cg_cuda_ctx *c = NULL;
     CG_TRY(cg_cuda_ctx_get(dev, &c));
@@ -281,10 +354,14 @@ cg_status cg_cuda_device_info_get(int dev, cg_cuda_device_info *out) {
     out->cudnn_version = c->dnn ? (int)cudnnGetVersion() : 0;
     return CG_OK;
 }
+cg_status cg_cuda_device_info_get(int dev, cg_cuda_device_info *out) {
+    CG_CUDA_RETURN_GUARDED(device_info_get(dev, out));
+}
 
-cg_status cg_cuda_synchronize(int dev) {
+static cg_status synchronize(int dev) {
     cg_cuda_ctx *c = NULL;
     CG_TRY(cg_cuda_ctx_get(dev, &c));
     CG_TRY(CG_CUDA_CALL(cudaStreamSynchronize(c->stream)));
     return cg_cuda_err_check(c);
 }
+cg_status cg_cuda_synchronize(int dev) { CG_CUDA_RETURN_GUARDED(synchronize(dev)); }

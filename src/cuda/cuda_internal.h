@@ -52,6 +52,20 @@ typedef struct cg_cuda_ctx {
 
 /* Context of device `dev`, current on the calling thread (cudaSetDevice done). */
 cg_status cg_cuda_ctx_get(int dev, cg_cuda_ctx **out);
+/* The device guard (context.c): every entry point of the backend (the backend table, the op
+ * tables, the public cg_cuda_* calls) brackets its work with these, so that the calling
+ * thread's current device is as it was: prev = cg_cuda_guard_begin(); ...;
+ * cg_cuda_guard_end(prev). Nesting is fine. Neither touches cg_last_error(). */
+int cg_cuda_guard_begin(void);
+void cg_cuda_guard_end(int prev);
+/* a guarded entry point's body: CG_CUDA_RETURN_GUARDED(unguarded_impl(args)); */
+#define CG_CUDA_RETURN_GUARDED(call)                                                                                   \
+    do {                                                                                                               \
+        int cg_prev_dev_ = cg_cuda_guard_begin();                                                                      \
+        cg_status cg_guarded_st_ = (call);                                                                             \
+        cg_cuda_guard_end(cg_prev_dev_);                                                                               \
+        return cg_guarded_st_;                                                                                         \
+    } while (0)
 /* Creates ctx->copy_stream and ctx->copy_ready if missing. Call with ctx->copy_lock held. */
 cg_status cg_cuda_copy_stream_locked(cg_cuda_ctx *ctx);
 /* What kernels that validate data get from the context. */

@@ -609,61 +609,48 @@ static cg_status contiguous_bwd(const cg_op_call *c, const cg_tensor *gout, cg_t
 
 /* ---------------------------------------------------------------- tables */
 
-const cg_fwd_fn cg_cuda_forward_table[CG_OP_COUNT] = {
-    [CG_OP_MATMUL] = matmul_fwd,
-    [CG_OP_LINEAR] = linear_fwd,
-    [CG_OP_ADD] = binary_fwd,
-    [CG_OP_SUB] = binary_fwd,
-    [CG_OP_MUL] = binary_fwd,
-    [CG_OP_DIV] = binary_fwd,
-    [CG_OP_SCALE] = scale_fwd,
-    [CG_OP_SUM] = reduce_fwd,
-    [CG_OP_MEAN] = reduce_fwd,
-    [CG_OP_EXP] = unary_fwd,
-    [CG_OP_LOG] = unary_fwd,
-    [CG_OP_SQRT] = unary_fwd,
-    [CG_OP_SIGMOID] = unary_fwd,
-    [CG_OP_TANH] = unary_fwd,
-    [CG_OP_RELU] = unary_fwd,
-    [CG_OP_LEAKY_RELU] = unary_fwd,
-    [CG_OP_GELU] = unary_fwd,
-    [CG_OP_SOFTMAX] = softmax_fwd,
-    [CG_OP_LOG_SOFTMAX] = softmax_fwd,
-    [CG_OP_LAYERNORM] = layernorm_fwd,
-    [CG_OP_BATCHNORM] = batchnorm_fwd,
-    [CG_OP_DROPOUT] = dropout_fwd,
-    [CG_OP_MSE] = pair_loss_fwd,
-    [CG_OP_BCE_LOGITS] = pair_loss_fwd,
-    [CG_OP_SOFTMAX_CE] = softmax_ce_fwd,
-    /* RESHAPE, TRANSPOSE, SLICE_ROWS are views: no kernel */
-    [CG_OP_CONTIGUOUS] = contiguous_fwd,
-};
+/* Every op with a CUDA kernel, X(op, forward, backward); RESHAPE, TRANSPOSE and SLICE_ROWS
+ * are views and have none. The tables the backend exports run each kernel under the device
+ * guard (cuda_internal.h), so an op on cuda:N leaves the caller's thread on its own device. */
+#define CUDA_OPS(X)                                      \
+    X(CG_OP_MATMUL, matmul_fwd, matmul_bwd)              \
+    X(CG_OP_LINEAR, linear_fwd, linear_bwd)              \
+    X(CG_OP_ADD, binary_fwd, binary_bwd)                 \
+    X(CG_OP_SUB, binary_fwd, binary_bwd)                 \
+    X(CG_OP_MUL, binary_fwd, binary_bwd)                 \
+    X(CG_OP_DIV, binary_fwd, binary_bwd)                 \
+    X(CG_OP_SCALE, scale_fwd, scale_bwd)                 \
+    X(CG_OP_SUM, reduce_fwd, reduce_bwd)                 \
+    X(CG_OP_MEAN, reduce_fwd, reduce_bwd)                \
+    X(CG_OP_EXP, unary_fwd, unary_bwd)                   \
+    X(CG_OP_LOG, unary_fwd, unary_bwd)                   \
+    X(CG_OP_SQRT, unary_fwd, unary_bwd)                  \
+    X(CG_OP_SIGMOID, unary_fwd, unary_bwd)               \
+    X(CG_OP_TANH, unary_fwd, unary_bwd)                  \
+    X(CG_OP_RELU, unary_fwd, unary_bwd)                  \
+    X(CG_OP_LEAKY_RELU, unary_fwd, unary_bwd)            \
+    X(CG_OP_GELU, unary_fwd, unary_bwd)                  \
+    X(CG_OP_SOFTMAX, softmax_fwd, softmax_bwd)           \
+    X(CG_OP_LOG_SOFTMAX, softmax_fwd, softmax_bwd)       \
+    X(CG_OP_LAYERNORM, layernorm_fwd, layernorm_bwd)     \
+    X(CG_OP_BATCHNORM, batchnorm_fwd, batchnorm_bwd)     \
+    X(CG_OP_DROPOUT, dropout_fwd, dropout_bwd)           \
+    X(CG_OP_MSE, pair_loss_fwd, pair_loss_bwd)           \
+    X(CG_OP_BCE_LOGITS, pair_loss_fwd, pair_loss_bwd)    \
+    X(CG_OP_SOFTMAX_CE, softmax_ce_fwd, softmax_ce_bwd)  \
+    X(CG_OP_CONTIGUOUS, contiguous_fwd, contiguous_bwd)
 
-const cg_bwd_fn cg_cuda_backward_table[CG_OP_COUNT] = {
-    [CG_OP_MATMUL] = matmul_bwd,
-    [CG_OP_LINEAR] = linear_bwd,
-    [CG_OP_ADD] = binary_bwd,
-    [CG_OP_SUB] = binary_bwd,
-    [CG_OP_MUL] = binary_bwd,
-    [CG_OP_DIV] = binary_bwd,
-    [CG_OP_SCALE] = scale_bwd,
-    [CG_OP_SUM] = reduce_bwd,
-    [CG_OP_MEAN] = reduce_bwd,
-    [CG_OP_EXP] = unary_bwd,
-    [CG_OP_LOG] = unary_bwd,
-    [CG_OP_SQRT] = unary_bwd,
-    [CG_OP_SIGMOID] = unary_bwd,
-    [CG_OP_TANH] = unary_bwd,
-    [CG_OP_RELU] = unary_bwd,
-    [CG_OP_LEAKY_RELU] = unary_bwd,
-    [CG_OP_GELU] = unary_bwd,
-    [CG_OP_SOFTMAX] = softmax_bwd,
-    [CG_OP_LOG_SOFTMAX] = softmax_bwd,
-    [CG_OP_LAYERNORM] = layernorm_bwd,
-    [CG_OP_BATCHNORM] = batchnorm_bwd,
-    [CG_OP_DROPOUT] = dropout_bwd,
-    [CG_OP_MSE] = pair_loss_bwd,
-    [CG_OP_BCE_LOGITS] = pair_loss_bwd,
-    [CG_OP_SOFTMAX_CE] = softmax_ce_bwd,
-    [CG_OP_CONTIGUOUS] = contiguous_bwd,
-};
+#define FWD_IMPL(op, fwd, bwd) [op] = fwd,
+#define BWD_IMPL(op, fwd, bwd) [op] = bwd,
+static const cg_fwd_fn fwd_impl[CG_OP_COUNT] = {CUDA_OPS(FWD_IMPL)};
+static const cg_bwd_fn bwd_impl[CG_OP_COUNT] = {CUDA_OPS(BWD_IMPL)};
+
+static cg_status fwd_guarded(const cg_op_call *c) { CG_CUDA_RETURN_GUARDED(fwd_impl[c->op](c)); }
+static cg_status bwd_guarded(const cg_op_call *c, const cg_tensor *gout, cg_tensor *const *gin) {
+    CG_CUDA_RETURN_GUARDED(bwd_impl[c->op](c, gout, gin));
+}
+
+#define FWD_ENTRY(op, fwd, bwd) [op] = fwd_guarded,
+#define BWD_ENTRY(op, fwd, bwd) [op] = bwd_guarded,
+const cg_fwd_fn cg_cuda_forward_table[CG_OP_COUNT] = {CUDA_OPS(FWD_ENTRY)};
+const cg_bwd_fn cg_cuda_backward_table[CG_OP_COUNT] = {CUDA_OPS(BWD_ENTRY)};

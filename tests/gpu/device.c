@@ -1,7 +1,13 @@
 /* GPU suite, device behaviour only (not in the CPU harness): the sticky device error for a
- * bad softmax-CE label, the caching allocator (stats, reuse, OOM status, caching off), and the
- * data loader's prefetching uploads against the CPU loader. */
+ * bad softmax-CE label, the caching allocator (stats, reuse, OOM status, caching off), the
+ * data loader's prefetching uploads against the CPU loader, and (with two devices or more)
+ * the device guard: a call on cuda:N leaves the caller's thread on its own device. */
 #include "gpu_suite.h"
+
+#if defined(CG_HAVE_CUDA) && !defined(CG_GPU_SUITE_ON_CPU)
+#include <cuda.h>
+#include <cuda_runtime_api.h>
+#endif
 
 /* ---------------------------------------------------------------- sticky device error */
 
@@ -272,6 +278,170 @@ START_TEST(loader_prefetch_matches_cpu) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------- the device guard */
+
+#if defined(CG_HAVE_CUDA) && !defined(CG_GPU_SUITE_ON_CPU) && CUDART_VERSION >= 12050
+#define HAVE_GUARD_TESTS 1
+
+static int thread_device(void) {
+    int d = -1;
+    ck_assert_int_eq(cudaGetDevice(&d), cudaSuccess);
+    return d;
+}
+
+/* whether device `dev` has a primary context, asked of the driver as the library asks it */
+static int has_primary_context(int dev) {
+    void *get = NULL, *state = NULL;
+    enum cudaDriverEntryPointQueryResult q;
+    ck_assert_int_eq(cudaGetDriverEntryPointByVersion("cuDeviceGet", &get, 12000, cudaEnableDefault, &q), cudaSuccess);
+    ck_assert_int_eq(
+        cudaGetDriverEntryPointByVersion("cuDevicePrimaryCtxGetState", &state, 12000, cudaEnableDefault, &q),
+        cudaSuccess);
+    CUdevice d;
+    unsigned int flags = 0;
+    int active = -1;
+    ck_assert_int_eq(((CUresult(*)(CUdevice *, int))get)(&d, dev), CUDA_SUCCESS);
+    ck_assert_int_eq(((CUresult(*)(CUdevice, unsigned int *, int *))state)(d, &flags, &active), CUDA_SUCCESS);
+    return active;
+}
+
+static int need_two_devices(const char *test) {
+    if (cg_device_count() >= 2) return 1;
+    printf("%s: skipped, it needs two CUDA devices (%d here; the emulator: CGEMU_DEVICES=2)\n", test,
+           cg_device_count());
+    return 0;
+}
+
+/* expr succeeds and leaves the calling thread on cuda:want */
+#define KEEPS(want, expr)                                                                                     \
+    do {                                                                                                      \
+        CGT_OK(expr);                                                                                         \
+        int keeps_now_ = thread_device();                                                                     \
+        ck_assert_msg(keeps_now_ == (want), "%s left the thread on cuda:%d, not cuda:%d", #expr, keeps_now_,   \
+                      (want));                                                                                \
+    } while (0)
+
+/* Public calls on cuda:dev, each checked to leave the thread on cuda:caller, with their
+ * results checked against host arithmetic and the CPU: tensors from and to the host, ops
+ * forward and backward, a model's fit (optimizer, prefetching loader) and predict, the
+ * allocator and device controls, a failing call, and the frees. On the emulator every
+ * kernel, copy and library call is also checked to run while dev is current. */
+static void work_on(int dev, int caller, cgt_rand *r) {
+    cg_device g = CG_CUDA(dev);
+    int64_t shape[2] = {37, 9}, n = 37 * 9;
+    double *xv = randn_arr(r, n, 0, 1);
+    float xf[37 * 9];
+    for (int64_t i = 0; i < n; i++) xf[i] = (float)xv[i];
+    cg_tensor *x = NULL, *y = NULL, *loss = NULL, *gh = NULL;
+    KEEPS(caller, cg_tensor_from_host(xf, shape, 2, CG_F32, g, &x));
+    KEEPS(caller, cg_tensor_set_requires_grad(x, 1));
+    KEEPS(caller, cg_relu(x, &y));
+    KEEPS(caller, cg_sum(y, CG_ALL_AXES, 0, &loss));
+    KEEPS(caller, cg_backward(loss));
+    double got = 0, want = 0;
+    KEEPS(caller, cg_tensor_item(loss, &got));
+    for (int64_t i = 0; i < n; i++) want += xf[i] > 0 ? xf[i] : 0;
+    ck_assert_msg(cgt_close(got, want, gpu_tol(CG_F32, 0)), "sum(relu(x)) on cuda:%d: %.9g, want %.9g", dev, got,
+                  want);
+    KEEPS(caller, cg_tensor_to(cg_tensor_grad(x), CG_CPU, &gh));
+    float gv[37 * 9];
+    KEEPS(caller, cg_tensor_to_host(gh, gv, sizeof gv));
+    for (int64_t i = 0; i < n; i++) ck_assert_msg(gv[i] == (xf[i] > 0 ? 1.0f : 0.0f), "grad[%lld]", (long long)i);
+
+    cg_cuda_mem_stats ms;
+    cg_cuda_device_info info;
+    int caching = 0;
+    KEEPS(caller, cg_cuda_memory_stats(dev, &ms));
+    ck_assert_msg(ms.in_use > 0, "cuda:%d reports nothing in use", dev);
+    KEEPS(caller, cg_cuda_reset_peak(dev));
+    KEEPS(caller, cg_cuda_get_caching(dev, &caching));
+    KEEPS(caller, cg_cuda_set_caching(dev, caching));
+    KEEPS(caller, cg_cuda_empty_cache(dev));
+    KEEPS(caller, cg_cuda_device_info_get(dev, &info));
+    KEEPS(caller, cg_cuda_synchronize(dev));
+
+    /* a 9 -> 12 -> 3 classifier fitted on cuda:dev from host data (the loader uploads ahead),
+     * then its predictions against the same weights on the CPU */
+    double *lv = malloc(37 * sizeof *lv);
+    for (int64_t i = 0; i < 37; i++) lv[i] = (double)(i % 3), xv[i * 9 + i % 3] += 2;
+    cg_tensor *hx = cgt_tensor(xv, shape, 2, CG_F32, CG_CPU), *hl = cgt_tensor(lv, shape, 1, CG_I64, CG_CPU);
+    cg_model *m = NULL;
+    KEEPS(caller, cg_model_create(g, CG_F32, 11, &m));
+    KEEPS(caller, cg_model_add_dense(m, 9, 12, CG_ACT_RELU));
+    KEEPS(caller, cg_model_add_dense(m, 12, 3, CG_ACT_NONE));
+    cg_optim_config o = cg_optim_adam(1e-2);
+    cg_loss_config l = cg_loss_config_default(CG_LOSS_CROSS_ENTROPY);
+    KEEPS(caller, cg_model_compile(m, &o, &l, CG_METRIC_ACCURACY));
+    cg_fit_config fc = cg_fit_config_default();
+    fc.epochs = 2;
+    fc.batch_size = 8;
+    fc.verbose = CG_VERBOSE_QUIET;
+    KEEPS(caller, cg_model_fit(m, hx, hl, &fc, NULL));
+    ck_assert_int_eq(cg_optimizer_steps(cg_model_optimizer(m)), 2 * 5);
+    cg_tensor *p_gpu = NULL, *p_cpu = NULL;
+    KEEPS(caller, cg_model_predict(m, hx, &p_gpu));
+    double *pg = cgt_read(p_gpu);
+    KEEPS(caller, cg_model_to(m, CG_CPU));
+    KEEPS(caller, cg_model_predict(m, hx, &p_cpu));
+    double *pc = cgt_read(p_cpu);
+    CGT_ASSERT_CLOSE_ARR(pg, pc, 37 * 3, gpu_tol(CG_F32, 0), "predictions on cuda vs cpu");
+
+    /* a failure on cuda:dev: its status and message, and the caller's device */
+    int64_t huge[2] = {(int64_t)1 << 22, (int64_t)1 << 22};
+    cg_tensor *t = NULL;
+    CGT_FAILS(cg_tensor_empty(huge, 2, CG_F32, g, &t), CG_E_OOM, "bytes", "free");
+    ck_assert_int_eq(thread_device(), caller);
+
+    cg_tensor_release(x); /* the frees: the allocator may hand blocks back to the device */
+    cg_tensor_release(y);
+    cg_tensor_release(loss);
+    KEEPS(caller, cg_cuda_empty_cache(dev));
+    cg_model_free(m);
+    ck_assert_int_eq(thread_device(), caller);
+    cg_tensor_release(p_gpu), cg_tensor_release(p_cpu), cg_tensor_release(gh);
+    cg_tensor_release(hx), cg_tensor_release(hl);
+    free(pg), free(pc), free(lv), free(xv);
+}
+
+/* First in its test case, in a fresh process (ctest test_gpu_emu_2dev): a thread that never
+ * used CUDA calls cgrad on cuda:1 only. Going back to cuda:0 would create a context on cuda:0
+ * (every process of a one-process-per-GPU service would then hold memory on GPU 0), so the
+ * guard leaves the thread on cuda:1 instead, as PyTorch's does, and cuda:0 stays untouched. */
+START_TEST(guard_creates_no_context_elsewhere) {
+    if (!need_two_devices("guard_creates_no_context_elsewhere")) return;
+    if (has_primary_context(0)) {
+        printf("guard_creates_no_context_elsewhere: skipped, cuda:0 already has a context in this process (run "
+               "CK_RUN_CASE=devices on its own for it)\n");
+        return;
+    }
+    cgt_rand r = cgt_rand_make("guard fresh");
+    int64_t n = 1000;
+    cg_tensor *x = cgt_randn(&r, &n, 1, CG_F32, CG_CUDA(1)), *y = NULL;
+    CGT_OK(cg_relu(x, &y));
+    double *xv = cgt_read(x), *yv = cgt_read(y);
+    for (int64_t i = 0; i < n; i++) ck_assert(yv[i] == (xv[i] > 0 ? xv[i] : 0));
+    ck_assert_msg(!has_primary_context(0), "cgrad created a context on cuda:0 for work on cuda:1");
+    ck_assert(has_primary_context(1));
+    ck_assert_int_eq(thread_device(), 1);
+    cg_tensor_release(x), cg_tensor_release(y);
+    free(xv), free(yv);
+}
+END_TEST
+
+/* The caller's device is cuda:0 and the work on cuda:1, then the other way round. */
+START_TEST(guard_restores_the_callers_device) {
+    if (!need_two_devices("guard_restores_the_callers_device")) return;
+    cgt_rand r = cgt_rand_make("guard restore");
+    for (int caller = 0; caller < 2; caller++) {
+        ck_assert_int_eq(cudaSetDevice(caller), cudaSuccess); /* the embedding program's own device */
+        work_on(1 - caller, caller, &r);
+        ck_assert_int_eq(thread_device(), caller);
+    }
+    ck_assert_int_eq(cudaSetDevice(0), cudaSuccess); /* where the rest of the suite expects it */
+}
+END_TEST
+#endif
+
 void gpu_add_device(TCase *ops, TCase *large) {
     (void)large;
 #ifndef CG_GPU_SUITE_ON_CPU /* device behaviour: deferred label errors, the allocator, async uploads */
@@ -281,5 +451,14 @@ void gpu_add_device(TCase *ops, TCase *large) {
     tcase_add_test(ops, loader_prefetch_matches_cpu);
 #else
     (void)ops;
+#endif
+}
+
+void gpu_add_devices(TCase *devices) {
+#ifdef HAVE_GUARD_TESTS /* the device guard, with two devices or more (the fresh-process check first) */
+    tcase_add_test(devices, guard_creates_no_context_elsewhere);
+    tcase_add_test(devices, guard_restores_the_callers_device);
+#else
+    (void)devices;
 #endif
 }

@@ -77,5 +77,7 @@ void gpu_add_special_values(TCase *ops, TCase *large);
 void gpu_add_linear(TCase *ops, TCase *large);
 void gpu_add_training(TCase *ops, TCase *large);
 void gpu_add_device(TCase *ops, TCase *large);
+/* the "devices" test case: behaviour across two devices or more (device.c) */
+void gpu_add_devices(TCase *devices);
 
 #endif
