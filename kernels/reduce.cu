@@ -188,8 +188,8 @@ extern "C" size_t cg_cuda_reduce_to_workspace(int64_t n) { return (size_t)reduce
 
 // The terms summed in double, as the CPU sums them (loss_cpu.inc): x, x^2, the MSE's
 // (a - b)^2 and BCE with logits' max(a, 0) - a b + log1p(e^-|a|), each from double operands
-// but for f32's log1p(e^-|a|), which stays in float (as in the elementwise BCE kernel) so
-// that the sum keeps to the memory floor on GPUs with few double units.
+// but for f32's log1p(e^-|a|), which stays in float so that the sum keeps to the memory
+// floor on GPUs with few double units. The elementwise MSE and BCE kernels round them to T.
 enum { TERM_X, TERM_SQUARE, TERM_MSE, TERM_BCE };
 
 template <typename T, int TERM> __device__ __forceinline__ double term_at(const T *a, const T *b, int64_t k) {
@@ -334,15 +334,10 @@ template <typename T> __global__ void mse_terms_kernel(int64_t n, const T *__res
     CG_GRID_STRIDE(i, n) t[i] = (T)term_at<T, TERM_MSE>(a, b, i);
 }
 
-// max(x, 0) - x t + log(1 + exp(-|x|)): stable for any x
-template <typename T> __device__ __forceinline__ T bce_term(T x, T t) {
-    T ax = x < T(0) ? -x : x;
-    T l = sizeof(T) == 4 ? (T)log1pf(expf((float)-ax)) : (T)log1p(exp((double)-ax));
-    return (x > T(0) ? x : T(0)) - x * t + l;
-}
-
+// max(x, 0) - x t + log1p(e^-|x|), stable for any x: the term the mean and sum add up,
+// rounded once to T (the CPU's arithmetic, but for f32's log1p in float); a NaN x passes
 template <typename T> __global__ void bce_terms_kernel(int64_t n, const T *__restrict__ x, const T *__restrict__ t, T *__restrict__ o) {
-    CG_GRID_STRIDE(i, n) o[i] = x[i] != x[i] ? x[i] : bce_term<T>(x[i], t[i]);
+    CG_GRID_STRIDE(i, n) o[i] = x[i] != x[i] ? x[i] : (T)term_at<T, TERM_BCE>(x, t, i);
 }
 
 extern "C" cudaError_t cg_cuda_mse_terms(int dt, int64_t n, const void *a, const void *b, void *terms, cudaStream_t s) {

@@ -328,6 +328,34 @@ START_TEST(mse_extreme_values_like_cpu) {
 }
 END_TEST
 
+/* f32 BCE with logits, elementwise, where max(x, 0) - x t cancels: |x| in [5, 60] with t
+ * within 1e-3 of the label its sign predicts. Each term must come out within 8 ulp of the
+ * float64 value of the same f32 inputs (the CPU rounds it once; the GPU's float
+ * log1pf(expf()) may add a few ulp); float arithmetic for x - x t was 475 ulp off on the
+ * emulator. 4099 terms, fresh values. */
+START_TEST(bce_none_f32_within_8_ulp) {
+    cgt_rand r = cgt_rand_make("bce none ulp");
+    int64_t n = 4099;
+    double *x = malloc((size_t)n * sizeof *x), *t = malloc((size_t)n * sizeof *t);
+    for (int64_t i = 0; i < n; i++) {
+        double sgn = cgt_uniform(&r, 0, 1) < 0.5 ? -1 : 1;
+        x[i] = (double)(float)(sgn * cgt_uniform(&r, 5, 60));
+        t[i] = (double)(float)(sgn > 0 ? 1 - cgt_uniform(&r, 0, 1e-3) : cgt_uniform(&r, 0, 1e-3));
+    }
+    cg_tensor *xt = cgt_tensor(x, &n, 1, CG_F32, GPU), *tt = cgt_tensor(t, &n, 1, CG_F32, GPU), *y = NULL;
+    CGT_OK(cg_bce_with_logits(xt, tt, CG_REDUCE_NONE, &y));
+    double *got = cgt_read(y);
+    for (int64_t i = 0; i < n; i++) {
+        double ref = (x[i] > 0 ? x[i] : 0.0) - x[i] * t[i] + log1p(exp(-fabs(x[i])));
+        float rf = (float)ref, ulp = nextafterf(fabsf(rf), INFINITY) - fabsf(rf);
+        ck_assert_msg(fabs(got[i] - (double)rf) <= 8.0 * ulp, "term %lld: x %.9g t %.9g: %.9g, want %.9g (%.1f ulp)",
+                      (long long)i, x[i], t[i], got[i], (double)rf, fabs(got[i] - (double)rf) / ulp);
+    }
+    cg_tensor_release(xt), cg_tensor_release(tt), cg_tensor_release(y);
+    free(x), free(t), free(got);
+}
+END_TEST
+
 static cg_status ap_bn(cg_tensor *const *in, cg_tensor **out, const void *arg) {
     const int *a = arg; /* training */
     return cg_batchnorm(in[0], in[1], in[2], in[3], in[4], a[0], 0.1, 1e-5, out);
@@ -455,6 +483,7 @@ void gpu_add_ops(TCase *ops, TCase *large) {
     tcase_add_loop_test(ops, broadcast_shapes, 0, 2);
     tcase_add_test(ops, div_backward_extreme_b);
     tcase_add_test(ops, mse_extreme_values_like_cpu);
+    tcase_add_test(ops, bce_none_f32_within_8_ulp);
     tcase_add_loop_test(large, batchnorm_shapes, 0, 2);
     tcase_add_test(ops, batchnorm_huge_values_like_cpu);
 #if !defined(CG_GPU_SUITE_ON_CPU) || defined(CG_HAVE_CUDA) /* cg_cuda_set_* need the CUDA build */
