@@ -50,6 +50,9 @@ typedef struct cg_backend {
     cg_status (*alloc)(int dev, size_t nbytes, void **ptr);
     void (*free)(int dev, void *ptr);
     cg_status (*memcpy)(int dev, void *dst, const void *src, size_t nbytes, cg_copy_kind kind);
+    /* optional (NULL: not supported): dst on device dst_dev <- src on src_dev, two devices of
+     * this backend; no host wait, ordered as if both devices' work were one stream */
+    cg_status (*memcpy_peer)(int dst_dev, void *dst, int src_dev, const void *src, size_t nbytes);
     /* dst <- src elementwise, any strides, converting dtype (all dtypes) */
     cg_status (*copy_strided)(cg_tensor *dst, const cg_tensor *src);
     cg_status (*fill)(cg_tensor *t, double value); /* contiguous t, any dtype */

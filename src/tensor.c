@@ -450,9 +450,11 @@ cg_status cg_tensor_copy_(cg_tensor *dst, const cg_tensor *src) {
                 s = cg__backend(dd)->memcpy(dd.index, cg__ptr(target), cg__ptr(tmp), nb, CG_COPY_H2D);
             else if (dd.type == CG_DEVICE_CPU)
                 s = cg__backend(sd)->memcpy(sd.index, cg__ptr(target), cg__ptr(tmp), nb, CG_COPY_D2H);
+            else if (dd.type == sd.type && cg__backend(dd)->memcpy_peer) /* two GPUs: no host round trip */
+                s = cg__backend(dd)->memcpy_peer(dd.index, cg__ptr(target), sd.index, cg__ptr(tmp), nb);
             else
-                s = CG_FAIL(CG_E_UNSUPPORTED, "cg_tensor_copy_: copies between two GPUs are not supported; go "
-                                              "through the host");
+                s = CG_FAIL(CG_E_UNSUPPORTED, "cg_tensor_copy_: no copy from device type %d to %d; go through "
+                                              "the host", (int)sd.type, (int)dd.type);
         }
         if (s == CG_OK && staged) s = cg__backend(dd)->copy_strided(dst, staged);
         cg_tensor_release(tmp);

@@ -72,6 +72,8 @@ CG_API cg_status cg_tensor_copy_from_host(cg_tensor *t, const void *src, size_t 
 CG_API cg_status cg_tensor_item(const cg_tensor *t, double *value);
 
 /* ---- movement and conversion (new storage, no autograd) ---- */
+/* To any device: CPU <-> GPU through pinned staging, GPU <-> GPU device to device; neither
+ * waits for the GPU except a copy to the host. */
 CG_API cg_status cg_tensor_to(const cg_tensor *t, cg_device dev, cg_tensor **out);
 CG_API cg_status cg_tensor_cast(const cg_tensor *t, cg_dtype dt, cg_tensor **out);
 CG_API cg_status cg_tensor_clone(const cg_tensor *t, cg_tensor **out);

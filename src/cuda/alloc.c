@@ -439,3 +439,45 @@ cg_status cg_cuda_memcpy(int dev, void *dst, const void *src, size_t nbytes, cg_
     pthread_mutex_unlock(&p->stage_lock);
     return st;
 }
+
+/* Between two devices. The copy runs on the source's stream, so after the work that wrote
+ * src and before any later reuse of src's block there; first that stream waits for the
+ * destination's (dst may be a block its allocator just recycled from a tensor that queued
+ * kernels still read), then the destination's waits for the copy. Each context's peer_ready
+ * is only ever recorded on its own stream, and each record is waited on before the lock is
+ * let go, so one event per device serves every pair. cudaMemcpyPeerAsync goes device to
+ * device where the GPUs can reach each other, through the host where they cannot. On
+ * failure the source's stream is drained, so no copy is left in flight. */
+static pthread_mutex_t g_peer_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static cg_status peer_event_locked(cg_cuda_ctx *c) { /* c's device current */
+    if (c->peer_ready) return CG_OK;
+    return CG_CUDA_CALL(cudaEventCreateWithFlags(&c->peer_ready, cudaEventDisableTiming));
+}
+
+cg_status cg_cuda_memcpy_peer(int dst_dev, void *dst, int src_dev, const void *src, size_t nbytes) {
+    if (nbytes == 0) return CG_OK;
+    if (dst_dev == src_dev) return cg_cuda_memcpy(dst_dev, dst, src, nbytes, CG_COPY_D2D);
+    cg_cuda_ctx *dc = NULL, *sc = NULL;
+    cg_status st;
+    int issued = 0;
+    pthread_mutex_lock(&g_peer_lock);
+    CG_CHECK_GOTO(cg_cuda_ctx_get(dst_dev, &dc));
+    CG_CHECK_GOTO(peer_event_locked(dc));
+    CG_CHECK_GOTO(CG_CUDA_CALL(cudaEventRecord(dc->peer_ready, dc->stream)));
+    CG_CHECK_GOTO(cg_cuda_ctx_get(src_dev, &sc));
+    CG_CHECK_GOTO(peer_event_locked(sc));
+    CG_CHECK_GOTO(CG_CUDA_CALL(cudaStreamWaitEvent(sc->stream, dc->peer_ready, 0)));
+    CG_CHECK_GOTO(CG_CUDA_CALL(cudaMemcpyPeerAsync(dst, dst_dev, src, src_dev, nbytes, sc->stream)));
+    issued = 1;
+    CG_CHECK_GOTO(CG_CUDA_CALL(cudaEventRecord(sc->peer_ready, sc->stream)));
+    CG_CHECK_GOTO(cg_cuda_ctx_get(dst_dev, &dc));
+    CG_CHECK_GOTO(CG_CUDA_CALL(cudaStreamWaitEvent(dc->stream, sc->peer_ready, 0)));
+    pthread_mutex_unlock(&g_peer_lock);
+    return CG_OK;
+fail:
+    if (issued && cudaSetDevice(src_dev) == cudaSuccess) (void)cudaStreamSynchronize(sc->stream);
+    (void)cudaGetLastError(); /* st has the first error */
+    pthread_mutex_unlock(&g_peer_lock);
+    return st;
+}

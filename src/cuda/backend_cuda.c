@@ -185,6 +185,9 @@ static void free_entry(int dev, void *ptr) {
 static cg_status memcpy_entry(int dev, void *dst, const void *src, size_t nbytes, cg_copy_kind kind) {
     CG_CUDA_RETURN_GUARDED(memcpy_cuda(dev, dst, src, nbytes, kind));
 }
+static cg_status memcpy_peer_entry(int dst_dev, void *dst, int src_dev, const void *src, size_t nbytes) {
+    CG_CUDA_RETURN_GUARDED(cg_cuda_memcpy_peer(dst_dev, dst, src_dev, src, nbytes));
+}
 static cg_status copy_strided_entry(cg_tensor *dst, const cg_tensor *src) {
     CG_CUDA_RETURN_GUARDED(cg_cuda_copy_strided_impl(dst, src));
 }
@@ -219,6 +222,7 @@ const cg_backend cg_cuda_backend = {
     .alloc = alloc_entry,
     .free = free_entry,
     .memcpy = memcpy_entry,
+    .memcpy_peer = memcpy_peer_entry,
     .copy_strided = copy_strided_entry,
     .fill = fill_entry,
     .rand = rand_entry,

@@ -41,6 +41,9 @@ typedef struct cg_cuda_ctx {
     pthread_mutex_t copy_lock;
     cudaStream_t copy_stream; /* NULL until the first upload */
     cudaEvent_t copy_ready;   /* recorded on `stream`, waited on by copy_stream */
+    /* copies between devices (alloc.c cg_cuda_memcpy_peer): recorded on `stream` only, under
+     * the process's peer-copy lock; NULL until the first */
+    cudaEvent_t peer_ready;
     /* sticky device error (cuda_kernels.h cg_cuda_err_sink, docs/cuda.md "Errors"):
      * err_claim is one device word kernels claim with atomicCAS; err_rec the record in
      * mapped pinned host memory (err_rec_dev its device address), NULL when pinned memory
@@ -88,6 +91,9 @@ void cg_cuda_free(int dev, void *ptr);
  * (one stream per device: the next user is ordered after it). */
 cg_status cg_cuda_scratch(int dev, size_t nbytes, void **ptr);
 cg_status cg_cuda_memcpy(int dev, void *dst, const void *src, size_t nbytes, cg_copy_kind kind);
+/* dst on cuda:dst_dev <- src on cuda:src_dev (different devices), ordered after the work
+ * queued on both devices so far and before the destination's later work; no host wait. */
+cg_status cg_cuda_memcpy_peer(int dst_dev, void *dst, int src_dev, const void *src, size_t nbytes);
 
 /* ---- asynchronous uploads (upload.c): the backend's optional pinned / event entries ---- */
 cg_status cg_cuda_pinned_alloc(int dev, size_t nbytes, void **ptr);

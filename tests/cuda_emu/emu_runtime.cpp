@@ -5,7 +5,8 @@
  * (emu_stream.cpp); an event's time is the host clock when its mark ran. What the emulator
  * can check, it checks and fails like a device would: cudaMemcpy directions against the live
  * allocations (a "device" pointer that is not inside one, or a host pointer that is), frees
- * of pointers never allocated, bad devices, work queued on another device's stream. Each
+ * of pointers never allocated, bad devices, work queued on another device's stream, peer
+ * copies whose pointers are not on the devices named. Each
  * thread has a current device, and each device a primary context that the first call
  * needing one creates (cudaSetDevice, allocations, streams, events, library handles), which
  * the driver's cuDevicePrimaryCtxGetState reports. */
@@ -27,6 +28,7 @@ namespace {
 
 std::mutex g_mem_mutex;
 std::map<uintptr_t, size_t> g_device;  /* live cudaMalloc blocks: start -> bytes */
+std::map<uintptr_t, int> g_owner;      /* and the device each was allocated on */
 std::map<uintptr_t, size_t> g_pinned;  /* live cudaHostAlloc blocks */
 size_t g_used;
 thread_local cudaError_t g_last = cudaSuccess;
@@ -45,6 +47,16 @@ size_t capacity() {
 cudaError_t fail(cudaError_t e) {
     g_last = e;
     return e;
+}
+
+/* the device whose allocation holds p, -1 when none */
+int owner_of(const void *p) {
+    std::lock_guard<std::mutex> lock(g_mem_mutex);
+    auto it = g_device.upper_bound((uintptr_t)p);
+    if (it == g_device.begin()) return -1;
+    --it;
+    if ((uintptr_t)p >= it->first + it->second) return -1;
+    return g_owner[it->first];
 }
 
 bool in_map(const std::map<uintptr_t, size_t> &m, const void *p, size_t n) {
@@ -198,6 +210,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
     if (posix_memalign(&q, 256, bytes ? bytes : 1)) return fail(cudaErrorMemoryAllocation);
     memset(q, 0xa5, bytes); /* fresh device memory holds garbage */
     g_device[(uintptr_t)q] = bytes;
+    g_owner[(uintptr_t)q] = g_current_device;
     g_used += bytes;
     *p = q;
     return cudaSuccess;
@@ -214,6 +227,7 @@ cudaError_t cudaFree(void *p) {
     }
     g_used -= it->second;
     g_device.erase(it);
+    g_owner.erase((uintptr_t)p);
     free(p);
     return cudaSuccess;
 }
@@ -296,6 +310,22 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind
     cudaError_t e = cudaMemcpyAsync(dst, src, n, kind, 0);
     cgemu::flush_all();
     return e;
+}
+
+cudaError_t cudaMemcpyPeerAsync(void *dst, int dst_dev, const void *src, int src_dev, size_t n, cudaStream_t s) {
+    int count;
+    cudaGetDeviceCount(&count);
+    if (dst_dev < 0 || dst_dev >= count || src_dev < 0 || src_dev >= count) return fail(cudaErrorInvalidDevice);
+    if (cgemu::sticky()) return fail(cgemu::sticky());
+    if (n == 0) return cudaSuccess;
+    if (!cgemu::is_device_range(dst, n) || !cgemu::is_device_range(src, n) || owner_of(dst) != dst_dev ||
+        owner_of(src) != src_dev) {
+        fprintf(stderr, "cuda emulator: cudaMemcpyPeerAsync(%p, %d, %p, %d, %zu): a pointer is not in that device's "
+                "memory (cuda:%d, cuda:%d)\n", dst, dst_dev, src, src_dev, n, owner_of(dst), owner_of(src));
+        return fail(cudaErrorInvalidValue);
+    }
+    cgemu::enqueue(s, [dst, src, n] { memmove(dst, src, n); }); /* one memory: read when it runs */
+    return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
 }
 
 cudaError_t cudaMemsetAsync(void *p, int value, size_t n, cudaStream_t s) {

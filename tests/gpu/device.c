@@ -1,7 +1,8 @@
 /* GPU suite, device behaviour only (not in the CPU harness): the sticky device error for a
  * bad softmax-CE label, the caching allocator (stats, reuse, OOM status, caching off), the
  * data loader's prefetching uploads against the CPU loader, and (with two devices or more)
- * the device guard: a call on cuda:N leaves the caller's thread on its own device. */
+ * the device guard (a call on cuda:N leaves the caller's thread on its own device) and
+ * copies between devices. */
 #include "gpu_suite.h"
 
 #if defined(CG_HAVE_CUDA) && !defined(CG_GPU_SUITE_ON_CPU)
@@ -440,6 +441,91 @@ START_TEST(guard_restores_the_callers_device) {
     ck_assert_int_eq(cudaSetDevice(0), cudaSuccess); /* where the rest of the suite expects it */
 }
 END_TEST
+/* Tensors and a model moved between two devices, both ways, each call leaving the caller on
+ * cuda:0: cg_tensor_to of a result still queued on the source (the copy must wait for it),
+ * used at once by a kernel on the destination (which must wait for the copy: on the
+ * emulator work runs only when the host needs it, so a missing wait reads the destination's
+ * fresh garbage), also into a block recycled from a tensor that a queued kernel still
+ * reads; a transposed view; a dtype change into a strided destination through
+ * cg_tensor_copy_; a model fitted on one device, moved with its optimizer state, predicting
+ * the same on the other (from an input on the first) and fitting on there. */
+START_TEST(copies_between_devices) {
+    if (!need_two_devices("copies_between_devices")) return;
+    cgt_rand r = cgt_rand_make("peer copies");
+    ck_assert_int_eq(cudaSetDevice(0), cudaSuccess);
+    int64_t shape[2] = {33, 17}, n = 33 * 17;
+    for (int dir = 0; dir < 2; dir++) {
+        cg_device a = CG_CUDA(dir), b = CG_CUDA(1 - dir);
+        double *xv = randn_arr(&r, n, 0, 1);
+        cg_tensor *x = cgt_tensor(xv, shape, 2, CG_F32, a), *y = NULL, *yb = NULL, *z = NULL;
+        KEEPS(0, cg_relu(x, &y));
+        KEEPS(0, cg_tensor_to(y, b, &yb));
+        ck_assert(cg_tensor_device(yb).type == CG_DEVICE_CUDA && cg_tensor_device(yb).index == b.index);
+        KEEPS(0, cg_relu(yb, &z)); /* relu(relu(x)) == relu(x), bit for bit */
+        double *yv = cgt_read(y), *zv = cgt_read(z);
+        for (int64_t i = 0; i < n; i++)
+            ck_assert_msg(zv[i] == yv[i] && yv[i] == (double)fmaxf((float)xv[i], 0.0f), "element %lld", (long long)i);
+
+        /* the destination's block recycled from a tensor a kernel queued on b still reads: the
+         * copy (queued on a, run when the host reads y) must wait for that kernel */
+        double *qv = randn_arr(&r, n, 0, 1);
+        cg_tensor *q = cgt_tensor(qv, shape, 2, CG_F32, b), *w = NULL, *yb2 = NULL;
+        KEEPS(0, cg_relu(q, &w));
+        cg_tensor_release(q); /* its block goes back to b's cache, for the next tensor of its size */
+        KEEPS(0, cg_tensor_to(y, b, &yb2));
+        double *y2 = cgt_read(y), *wv = cgt_read(w), *yb2v = cgt_read(yb2);
+        for (int64_t i = 0; i < n; i++) {
+            ck_assert_msg(wv[i] == (double)fmaxf((float)qv[i], 0.0f), "relu(q)[%lld] saw the copy", (long long)i);
+            ck_assert_msg(yb2v[i] == y2[i], "i %lld: %g vs %g (q %g)", (long long)i, yb2v[i], y2[i], qv[i]);
+        }
+        cg_tensor_release(w), cg_tensor_release(yb2);
+        free(qv), free(y2), free(wv), free(yb2v);
+
+        cg_tensor *xt = NULL, *xtb = NULL, *d = NULL, *dt = NULL;
+        KEEPS(0, cg_transpose(x, 0, 1, &xt));
+        KEEPS(0, cg_tensor_to(xt, b, &xtb));
+        ck_assert(cg_tensor_is_contiguous(xtb) && cg_tensor_dim(xtb, 0) == 17);
+        double *tv = cgt_read(xtb);
+        for (int64_t i = 0; i < 33; i++)
+            for (int64_t j = 0; j < 17; j++) ck_assert(tv[j * 33 + i] == (double)(float)xv[i * 17 + j]);
+        KEEPS(0, cg_tensor_zeros(shape, 2, CG_F64, b, &d));
+        KEEPS(0, cg_transpose(d, 0, 1, &dt));
+        KEEPS(0, cg_tensor_copy_(dt, xt)); /* f32 (17, 33) view on a -> f64 (17, 33) view on b */
+        double *dv = cgt_read(d);
+        for (int64_t i = 0; i < n; i++) ck_assert(dv[i] == (double)(float)xv[i]);
+
+        double *lv = malloc(33 * sizeof *lv);
+        for (int64_t i = 0; i < 33; i++) lv[i] = (double)(i % 3);
+        cg_tensor *hl = cgt_tensor(lv, shape, 1, CG_I64, CG_CPU), *hx = cgt_tensor(xv, shape, 2, CG_F32, CG_CPU);
+        cg_model *m = NULL;
+        KEEPS(0, cg_model_create(a, CG_F32, 5, &m));
+        KEEPS(0, cg_model_add_dense(m, 17, 8, CG_ACT_RELU));
+        KEEPS(0, cg_model_add_dense(m, 8, 3, CG_ACT_NONE));
+        cg_optim_config o = cg_optim_adam(1e-2);
+        cg_loss_config l = cg_loss_config_default(CG_LOSS_CROSS_ENTROPY);
+        KEEPS(0, cg_model_compile(m, &o, &l, 0));
+        cg_fit_config fc = cg_fit_config_default();
+        fc.epochs = 1;
+        fc.batch_size = 11;
+        fc.verbose = CG_VERBOSE_QUIET;
+        KEEPS(0, cg_model_fit(m, hx, hl, &fc, NULL));
+        cg_tensor *pa = NULL, *pb = NULL;
+        KEEPS(0, cg_model_predict(m, hx, &pa));
+        KEEPS(0, cg_model_to(m, b));
+        KEEPS(0, cg_model_predict(m, x, &pb)); /* x is on a: moved to the model's device */
+        ck_assert(cg_tensor_device(pb).index == b.index);
+        double *pav = cgt_read(pa), *pbv = cgt_read(pb);
+        CGT_ASSERT_CLOSE_ARR(pbv, pav, 33 * 3, gpu_tol(CG_F32, 0), "predictions after cg_model_to");
+        KEEPS(0, cg_model_fit(m, hx, hl, &fc, NULL));
+        ck_assert_int_eq(cg_optimizer_steps(cg_model_optimizer(m)), 2 * 3);
+        cg_model_free(m);
+        cg_tensor_release(x), cg_tensor_release(y), cg_tensor_release(yb), cg_tensor_release(z);
+        cg_tensor_release(xt), cg_tensor_release(xtb), cg_tensor_release(d), cg_tensor_release(dt);
+        cg_tensor_release(hl), cg_tensor_release(hx), cg_tensor_release(pa), cg_tensor_release(pb);
+        free(xv), free(yv), free(zv), free(tv), free(dv), free(lv), free(pav), free(pbv);
+    }
+}
+END_TEST
 #endif
 
 void gpu_add_device(TCase *ops, TCase *large) {
@@ -458,6 +544,7 @@ void gpu_add_devices(TCase *devices) {
 #ifdef HAVE_GUARD_TESTS /* the device guard, with two devices or more (the fresh-process check first) */
     tcase_add_test(devices, guard_creates_no_context_elsewhere);
     tcase_add_test(devices, guard_restores_the_callers_device);
+    tcase_add_test(devices, copies_between_devices);
 #else
     (void)devices;
 #endif
