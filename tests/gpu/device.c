@@ -462,6 +462,12 @@ START_TEST(copies_between_devices) {
         KEEPS(0, cg_tensor_to(y, b, &yb));
         ck_assert(cg_tensor_device(yb).type == CG_DEVICE_CUDA && cg_tensor_device(yb).index == b.index);
         KEEPS(0, cg_relu(yb, &z)); /* relu(relu(x)) == relu(x), bit for bit */
+        char want0[16], want1[16];
+        snprintf(want0, sizeof want0, "on cuda:%d", a.index);
+        snprintf(want1, sizeof want1, "on cuda:%d", b.index);
+        cg_tensor *bad = NULL;
+        CGT_FAILS(cg_add(x, yb, &bad), CG_E_DEVICE, want0, want1, "cg_tensor_to"); /* ops do not mix devices */
+        ck_assert_int_eq(thread_device(), 0);
         double *yv = cgt_read(y), *zv = cgt_read(z);
         for (int64_t i = 0; i < n; i++)
             ck_assert_msg(zv[i] == yv[i] && yv[i] == (double)fmaxf((float)xv[i], 0.0f), "element %lld", (long long)i);
