@@ -8,9 +8,11 @@
  * backend takes them without a device, for the devices to come.
  *
  * The calling thread's current CUDA device (cudaGetDevice) is the same after any cgrad call
- * as before it, whatever device the call worked on; the one exception is a device with no
- * CUDA context yet in the process, which cgrad does not create one on (the thread then stays
- * on the device cgrad used, as with PyTorch). docs/cuda.md "Context". */
+ * as before it, whatever device the call worked on, except: when that device has no primary
+ * context yet in the process, cgrad does not create one there and the thread stays on the
+ * device cgrad used (as with PyTorch); when the driver cannot be asked (runtime before 11.3)
+ * or setting the device back fails, nothing is restored. A driver-API context the caller
+ * made current is not restored, only its device's primary context. docs/cuda.md "Context". */
 #ifndef CGRAD_CUDA_H
 #define CGRAD_CUDA_H
 

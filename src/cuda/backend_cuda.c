@@ -172,7 +172,7 @@ static cg_status optim_cuda(const cg_optim_call *c) {
 
 /* ---- the table: each entry runs under the device guard (cuda_internal.h), so that a call
  * on cuda:N leaves the caller's thread on the device it was on. sync is the public
- * cg_cuda_synchronize, guarded itself; pinned_free and event_free change no device. ---- */
+ * cg_cuda_synchronize, guarded itself. ---- */
 
 static cg_status alloc_entry(int dev, size_t nbytes, void **ptr) {
     CG_CUDA_RETURN_GUARDED(cg_cuda_malloc(dev, nbytes, ptr));
@@ -209,6 +209,16 @@ static cg_status optim_entry(const cg_optim_call *c) { CG_CUDA_RETURN_GUARDED(op
 static cg_status pinned_alloc_entry(int dev, size_t nbytes, void **ptr) {
     CG_CUDA_RETURN_GUARDED(cg_cuda_pinned_alloc(dev, nbytes, ptr));
 }
+static void pinned_free_entry(int dev, void *ptr) {
+    int prev = cg_cuda_guard_begin();
+    cg_cuda_pinned_free(dev, ptr);
+    cg_cuda_guard_end(prev);
+}
+static void event_free_entry(int dev, void *event) {
+    int prev = cg_cuda_guard_begin();
+    cg_cuda_event_free(dev, event);
+    cg_cuda_guard_end(prev);
+}
 static cg_status event_create_entry(int dev, void **event) { CG_CUDA_RETURN_GUARDED(cg_cuda_event_create(dev, event)); }
 static cg_status upload_async_entry(int dev, void *dst, const void *src_pinned, size_t nbytes, void *event) {
     CG_CUDA_RETURN_GUARDED(cg_cuda_upload_async(dev, dst, src_pinned, nbytes, event));
@@ -237,9 +247,9 @@ const cg_backend cg_cuda_backend = {
      * error stays for the next D2H copy or sync instead. */
     .sync = cg_cuda_synchronize,
     .pinned_alloc = pinned_alloc_entry,
-    .pinned_free = cg_cuda_pinned_free,
+    .pinned_free = pinned_free_entry,
     .event_create = event_create_entry,
-    .event_free = cg_cuda_event_free,
+    .event_free = event_free_entry,
     .upload_async = upload_async_entry,
     .wait_event = wait_event_entry,
     .event_sync = event_sync_entry,

@@ -241,20 +241,29 @@ static prim_ctx_state_fn g_prim_ctx_state;
 static device_get_fn g_device_get;
 
 static void *driver_entry(const char *symbol) {
+#if CUDART_VERSION >= 11030
     void *fn = NULL;
-    enum cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    int found = 1;
 #if CUDART_VERSION >= 12050
+    enum cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
     cudaError_t e = cudaGetDriverEntryPointByVersion(symbol, &fn, 12000, cudaEnableDefault, &q);
-#elif CUDART_VERSION >= 11030
+    found = q == cudaDriverEntryPointSuccess;
+#elif CUDART_VERSION >= 12000
+    enum cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
     cudaError_t e = cudaGetDriverEntryPoint(symbol, &fn, cudaEnableDefault, &q);
+    found = q == cudaDriverEntryPointSuccess;
 #else
-    cudaError_t e = cudaErrorNotSupported;
+    cudaError_t e = cudaGetDriverEntryPoint(symbol, &fn, cudaEnableDefault);
 #endif
-    if (e != cudaSuccess || q != cudaDriverEntryPointSuccess) {
+    if (e != cudaSuccess) { /* only then is there an error of ours to clear */
         (void)cudaGetLastError();
         return NULL;
     }
-    return fn;
+    return found ? fn : NULL;
+#else
+    (void)symbol;
+    return NULL;
+#endif
 }
 
 static void driver_init(void) {

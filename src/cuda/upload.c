@@ -24,9 +24,19 @@ cg_status cg_cuda_pinned_alloc(int dev, size_t nbytes, void **ptr) {
     return CG_CUDA_CALL(cudaHostAlloc(ptr, nbytes, cudaHostAllocPortable));
 }
 
+/* The frees report nothing, so they make dev current without cg_cuda_ctx_get (whose
+ * failure would overwrite the caller's cg_last_error): on another device the runtime
+ * could otherwise create that device's primary context just to free. The device guard
+ * (backend_cuda.c) puts the caller's device back. */
+static void make_current_quietly(int dev) {
+    int cur = -1;
+    if (cudaGetDevice(&cur) != cudaSuccess || (cur != dev && cudaSetDevice(dev) != cudaSuccess))
+        (void)cudaGetLastError();
+}
+
 void cg_cuda_pinned_free(int dev, void *ptr) {
-    (void)dev;
     if (!ptr) return;
+    make_current_quietly(dev);
     if (cudaFreeHost(ptr) != cudaSuccess) (void)cudaGetLastError(); /* nothing to report to */
 }
 
@@ -41,8 +51,8 @@ cg_status cg_cuda_event_create(int dev, void **event) {
 }
 
 void cg_cuda_event_free(int dev, void *event) {
-    (void)dev;
     if (!event) return;
+    make_current_quietly(dev);
     if (cudaEventDestroy((cudaEvent_t)event) != cudaSuccess) (void)cudaGetLastError();
 }
 

@@ -28,7 +28,9 @@ void touch_context();
  * and cudaFreeHost synchronise the device). A stream that waits on an event runs the other
  * stream's work up to that event first. Everything else stays queued, so a missing wait
  * shows as stale data. One recursive lock covers all of it: host threads take turns. */
-void enqueue(cudaStream_t s, std::function<void()> work);
+/* a copy or memset (on_device = false) may be queued on another device's stream, as on a
+ * device; a kernel or library call (true) only while the stream's device is current */
+void enqueue(cudaStream_t s, std::function<void()> work, bool on_device = true);
 void flush_stream(cudaStream_t s);
 void flush_all();
 /* events: `ev` names the emulator's event object */
@@ -36,12 +38,12 @@ void event_record(void *ev, cudaStream_t s);
 void event_wait(cudaStream_t s, void *ev);
 void event_sync(void *ev);
 double event_time(void *ev); /* host ms when it ran, < 0 when never recorded */
-void *event_new(unsigned flags);
+void *event_new(unsigned flags, int dev); /* an event of device dev */
 unsigned event_flags(void *ev);
 void event_free(void *ev);
-/* a stream of device `dev`: work queued on it, or an event recorded on it, while another
- * device is current is an error (sticky, cudaErrorInvalidResourceHandle), as a launch into
- * another device's stream is on a device */
+/* a stream of device `dev`: a kernel or library call queued on it while another device is
+ * current, or an event of another device recorded on it, is an error (sticky,
+ * cudaErrorInvalidResourceHandle), as on a device */
 cudaStream_t stream_new(int dev);
 void stream_free(cudaStream_t s);
 /* an error of deferred work (a kernel fault): sticky, as a device's launch failures are */

@@ -5,11 +5,11 @@
  * (emu_stream.cpp); an event's time is the host clock when its mark ran. What the emulator
  * can check, it checks and fails like a device would: cudaMemcpy directions against the live
  * allocations (a "device" pointer that is not inside one, or a host pointer that is), frees
- * of pointers never allocated, bad devices, work queued on another device's stream, peer
- * copies whose pointers are not on the devices named. Each
- * thread has a current device, and each device a primary context that the first call
- * needing one creates (cudaSetDevice, allocations, streams, events, library handles), which
- * the driver's cuDevicePrimaryCtxGetState reports. */
+ * of pointers never allocated, bad devices, kernels and library calls queued on another
+ * device's stream, peer copies whose pointers are not on the devices named. Each thread has
+ * a current device, and each device a primary context that nearly every runtime call
+ * creates on the current device (cudaSetDevice, allocations, frees, streams, events,
+ * copies, syncs, library handles), which the driver's cuDevicePrimaryCtxGetState reports. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,6 +218,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
 
 cudaError_t cudaFree(void *p) {
     if (!p) return cudaSuccess;
+    cgemu::touch_context();
     cgemu::flush_all(); /* cudaFree synchronises the device */
     std::lock_guard<std::mutex> lock(g_mem_mutex);
     auto it = g_device.find((uintptr_t)p);
@@ -252,6 +253,7 @@ cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned int flags) {
 }
 
 cudaError_t cudaHostGetDevicePointer(void **d, void *h, unsigned int flags) {
+    cgemu::touch_context();
     (void)flags;
     std::lock_guard<std::mutex> lock(g_mem_mutex);
     if (!in_map(g_pinned, h, 1)) return fail(cudaErrorInvalidValue);
@@ -261,6 +263,7 @@ cudaError_t cudaHostGetDevicePointer(void **d, void *h, unsigned int flags) {
 
 cudaError_t cudaFreeHost(void *p) {
     if (!p) return cudaSuccess;
+    cgemu::touch_context();
     cgemu::flush_all(); /* so does cudaFreeHost */
     std::lock_guard<std::mutex> lock(g_mem_mutex);
     auto it = g_pinned.find((uintptr_t)p);
@@ -298,10 +301,10 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
     if (kind == cudaMemcpyHostToDevice && !src_pinned) { /* from pageable memory: the source is staged now */
         std::shared_ptr<std::vector<char>> stage = std::make_shared<std::vector<char>>((const char *)src,
                                                                                      (const char *)src + n);
-        cgemu::enqueue(s, [dst, stage] { memcpy(dst, stage->data(), stage->size()); });
+        cgemu::enqueue(s, [dst, stage] { memcpy(dst, stage->data(), stage->size()); }, false);
         return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
     }
-    cgemu::enqueue(s, [dst, src, n] { memmove(dst, src, n); }); /* pinned or device: read when it runs */
+    cgemu::enqueue(s, [dst, src, n] { memmove(dst, src, n); }, false); /* pinned or device: read when it runs */
     return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
 }
 
@@ -324,7 +327,7 @@ cudaError_t cudaMemcpyPeerAsync(void *dst, int dst_dev, const void *src, int src
                 "memory (cuda:%d, cuda:%d)\n", dst, dst_dev, src, src_dev, n, owner_of(dst), owner_of(src));
         return fail(cudaErrorInvalidValue);
     }
-    cgemu::enqueue(s, [dst, src, n] { memmove(dst, src, n); }); /* one memory: read when it runs */
+    cgemu::enqueue(s, [dst, src, n] { memmove(dst, src, n); }, false); /* one memory: read when it runs */
     return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
 }
 
@@ -335,7 +338,7 @@ cudaError_t cudaMemsetAsync(void *p, int value, size_t n, cudaStream_t s) {
         fprintf(stderr, "cuda emulator: cudaMemsetAsync(%p, %zu) outside device memory\n", p, n);
         return fail(cudaErrorInvalidValue);
     }
-    cgemu::enqueue(s, [p, value, n] { memset(p, value, n); });
+    cgemu::enqueue(s, [p, value, n] { memset(p, value, n); }, false);
     return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
 }
 
@@ -347,21 +350,25 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    cgemu::touch_context();
     cgemu::stream_free(s);
     return cudaSuccess;
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    cgemu::touch_context();
     cgemu::flush_stream(s);
     return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
 }
 
 cudaError_t cudaDeviceSynchronize(void) {
+    cgemu::touch_context();
     cgemu::flush_all();
     return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags) {
+    cgemu::touch_context();
     (void)flags;
     cgemu::event_wait(s, e);
     return cudaSuccess;
@@ -369,13 +376,14 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flag
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
     cgemu::touch_context();
-    *e = (cudaEvent_t)cgemu::event_new(flags);
+    *e = (cudaEvent_t)cgemu::event_new(flags, g_current_device);
     return cudaSuccess;
 }
 
 cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
 
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    cgemu::touch_context();
     cgemu::event_free(e);
     return cudaSuccess;
 }
@@ -386,11 +394,13 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    cgemu::touch_context();
     cgemu::event_sync(e);
     return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
 }
 
 cudaError_t cudaEventQuery(cudaEvent_t e) { /* never "not ready": a polling host would wait forever */
+    cgemu::touch_context();
     cgemu::event_sync(e);
     return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
 }

@@ -24,6 +24,7 @@ struct stream_q {
 
 struct event_obj {
     unsigned flags;
+    int dev = -1; /* the device current at its creation */
     stream_q *stream = nullptr;
     uint64_t mark = 0;
     double t_ms = -1;
@@ -64,14 +65,13 @@ void run_until(stream_q *q, uint64_t upto) {
     }
 }
 
-/* work for q from the calling thread: q must belong to the current device */
-bool on_current_device(const stream_q *q, const char *what) {
-    touch_context();
+/* a kernel or library call for q from the calling thread: q must belong to the current device */
+bool on_current_device(const stream_q *q) {
     int cur = current_device();
     if (q->dev < 0 || q->dev == cur) return true;
     char msg[160];
-    snprintf(msg, sizeof msg, "%s on a stream of cuda:%d while cuda:%d is current (cudaSetDevice first)", what,
-             q->dev, cur);
+    snprintf(msg, sizeof msg, "a kernel or library call queued on a stream of cuda:%d while cuda:%d is current "
+             "(cudaSetDevice first)", q->dev, cur);
     set_sticky(cudaErrorInvalidResourceHandle, msg);
     return false;
 }
@@ -81,10 +81,11 @@ bool on_current_device(const stream_q *q, const char *what) {
 guard::guard() { g_lock.lock(); }
 guard::~guard() { g_lock.unlock(); }
 
-void enqueue(cudaStream_t s, std::function<void()> work) {
+void enqueue(cudaStream_t s, std::function<void()> work, bool on_device) {
     guard g;
+    touch_context();
     stream_q *q = q_of(s);
-    if (!on_current_device(q, "work queued")) return;
+    if (on_device && !on_current_device(q)) return;
     q->q.push_back(std::move(work));
     q->queued++;
 }
@@ -107,9 +108,10 @@ void flush_all() {
     }
 }
 
-void *event_new(unsigned flags) {
+void *event_new(unsigned flags, int dev) {
     event_obj *e = new event_obj;
     e->flags = flags;
+    e->dev = dev;
     return e;
 }
 unsigned event_flags(void *ev) { return ((event_obj *)ev)->flags; }
@@ -122,7 +124,13 @@ void event_record(void *ev, cudaStream_t s) {
     guard g;
     event_obj *e = (event_obj *)ev;
     stream_q *q = q_of(s);
-    if (!on_current_device(q, "an event recorded")) return;
+    touch_context();
+    if (e->dev >= 0 && q->dev >= 0 && e->dev != q->dev) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "an event of cuda:%d recorded on a stream of cuda:%d", e->dev, q->dev);
+        set_sticky(cudaErrorInvalidResourceHandle, msg);
+        return;
+    }
     q->q.push_back([e] { e->t_ms = now_ms(); });
     q->queued++;
     e->stream = q;

@@ -8,6 +8,7 @@
 #if defined(CG_HAVE_CUDA) && !defined(CG_GPU_SUITE_ON_CPU)
 #include <cuda.h>
 #include <cuda_runtime_api.h>
+#include <pthread.h>
 #endif
 
 /* ---------------------------------------------------------------- sticky device error */
@@ -293,11 +294,13 @@ static int thread_device(void) {
 /* whether device `dev` has a primary context, asked of the driver as the library asks it */
 static int has_primary_context(int dev) {
     void *get = NULL, *state = NULL;
-    enum cudaDriverEntryPointQueryResult q;
-    ck_assert_int_eq(cudaGetDriverEntryPointByVersion("cuDeviceGet", &get, 12000, cudaEnableDefault, &q), cudaSuccess);
+    enum cudaDriverEntryPointQueryResult q1 = cudaDriverEntryPointSymbolNotFound, q2 = q1;
+    ck_assert_int_eq(cudaGetDriverEntryPointByVersion("cuDeviceGet", &get, 12000, cudaEnableDefault, &q1), cudaSuccess);
     ck_assert_int_eq(
-        cudaGetDriverEntryPointByVersion("cuDevicePrimaryCtxGetState", &state, 12000, cudaEnableDefault, &q),
+        cudaGetDriverEntryPointByVersion("cuDevicePrimaryCtxGetState", &state, 12000, cudaEnableDefault, &q2),
         cudaSuccess);
+    ck_assert_msg(q1 == cudaDriverEntryPointSuccess && q2 == cudaDriverEntryPointSuccess && get && state,
+                  "the driver does not give cuDeviceGet / cuDevicePrimaryCtxGetState");
     CUdevice d;
     unsigned int flags = 0;
     int active = -1;
@@ -411,6 +414,9 @@ static void work_on(int dev, int caller, cgt_rand *r) {
 START_TEST(guard_creates_no_context_elsewhere) {
     if (!need_two_devices("guard_creates_no_context_elsewhere")) return;
     if (has_primary_context(0)) {
+        const char *only = getenv("CK_RUN_CASE");
+        /* run on its own (ctest test_gpu_emu_2dev), the process is fresh: then it must not be */
+        ck_assert_msg(!only || strcmp(only, "devices") != 0, "cuda:0 has a context before the first test");
         printf("guard_creates_no_context_elsewhere: skipped, cuda:0 already has a context in this process (run "
                "CK_RUN_CASE=devices on its own for it)\n");
         return;
@@ -429,7 +435,34 @@ START_TEST(guard_creates_no_context_elsewhere) {
 }
 END_TEST
 
-/* The caller's device is cuda:0 and the work on cuda:1, then the other way round. */
+/* a thread that never set a device (so it is on cuda:0, whose context another thread made)
+ * runs an op on cuda:1: it must be back on cuda:0 after */
+typedef struct fresh_job {
+    const double *x;
+    int64_t n;
+    cg_status st;
+    int dev_before, dev_after, relu_ok;
+} fresh_job;
+
+static void *fresh_thread(void *arg) {
+    fresh_job *j = arg;
+    cudaGetDevice(&j->dev_before);
+    float xf[64];
+    for (int64_t i = 0; i < j->n; i++) xf[i] = (float)j->x[i];
+    cg_tensor *x = NULL, *y = NULL;
+    j->st = cg_tensor_from_host(xf, &j->n, 1, CG_F32, CG_CUDA(1), &x);
+    if (j->st == CG_OK) j->st = cg_relu(x, &y);
+    float yf[64];
+    if (j->st == CG_OK) j->st = cg_tensor_to_host(y, yf, (size_t)j->n * sizeof *yf);
+    j->relu_ok = j->st == CG_OK;
+    for (int64_t i = 0; j->relu_ok && i < j->n; i++) j->relu_ok = yf[i] == fmaxf(xf[i], 0.0f);
+    cg_tensor_release(x), cg_tensor_release(y);
+    cudaGetDevice(&j->dev_after);
+    return NULL;
+}
+
+/* The caller's device is cuda:0 and the work on cuda:1, then the other way round; then a
+ * thread that never chose a device. */
 START_TEST(guard_restores_the_callers_device) {
     if (!need_two_devices("guard_restores_the_callers_device")) return;
     cgt_rand r = cgt_rand_make("guard restore");
@@ -439,6 +472,16 @@ START_TEST(guard_restores_the_callers_device) {
         ck_assert_int_eq(thread_device(), caller);
     }
     ck_assert_int_eq(cudaSetDevice(0), cudaSuccess); /* where the rest of the suite expects it */
+    ck_assert(has_primary_context(0));
+    double *xv = randn_arr(&r, 64, 0, 1);
+    fresh_job j = {.x = xv, .n = 64, .st = CG_E_INTERNAL, .dev_before = -1, .dev_after = -1};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, fresh_thread, &j), 0);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert_msg(j.st == CG_OK && j.relu_ok, "relu on cuda:1 from a new thread: %s", cg_status_str(j.st));
+    ck_assert_int_eq(j.dev_before, 0);
+    ck_assert_msg(j.dev_after == 0, "a new thread was left on cuda:%d", j.dev_after);
+    free(xv);
 }
 END_TEST
 /* Tensors and a model moved between two devices, both ways, each call leaving the caller on
