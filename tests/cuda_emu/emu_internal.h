@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include <functional>
+#include <vector>
 
 namespace cgemu {
 
@@ -31,7 +32,8 @@ void touch_context();
 /* a copy or memset (on_device = false) may be queued on another device's stream, as on a
  * device; a kernel or library call (true) only while the stream's device is current */
 void enqueue(cudaStream_t s, std::function<void()> work, bool on_device = true);
-void flush_stream(cudaStream_t s);
+/* false (and the capture invalidated) when s is capturing */
+bool flush_stream(cudaStream_t s);
 void flush_all();
 /* events: `ev` names the emulator's event object */
 void event_record(void *ev, cudaStream_t s);
@@ -49,6 +51,18 @@ void stream_free(cudaStream_t s);
 /* an error of deferred work (a kernel fault): sticky, as a device's launch failures are */
 void set_sticky(cudaError_t e, const char *why);
 cudaError_t sticky();
+/* Stream capture (CUDA graphs). While a stream captures, work queued on it is kept for the
+ * graph instead of queued; a synchronisation of it, an event recorded on it or waited on
+ * by it invalidates the capture (cudaStreamEndCapture then fails), as does a potentially
+ * unsafe call (capture_allows: cudaMalloc, cudaFree, blocking copies, device
+ * synchronisation, pinned allocation) from the capturing thread outside relaxed mode.
+ * CGEMU_CAPTURE_REFUSE=1: every capture fails at its end (the caller's fallback is tested). */
+cudaError_t capture_begin(cudaStream_t s, int mode);
+cudaError_t capture_end(cudaStream_t s, std::vector<std::function<void()>> **work);
+bool capture_allows(const char *call); /* false: the caller fails with cudaErrorStreamCaptureUnsupported */
+bool is_capturing(cudaStream_t s);
+void capture_fail(cudaStream_t s, const char *why); /* invalidates s's capture, if any */
+int exchange_mode(int mode);                         /* the thread's interaction mode; returns the old one */
 /* holds the emulator's lock for a scope */
 struct guard {
     guard();

@@ -201,10 +201,16 @@ cudaError_t cudaGetDriverEntryPointByVersion(const char *symbol, void **fn, unsi
     return *fn ? cudaSuccess : fail(cudaErrorSymbolNotFound);
 }
 
+#define CAPTURE_SAFE(call) \
+    do { \
+        if (!cgemu::capture_allows(call)) return fail(cudaErrorStreamCaptureUnsupported); \
+    } while (0)
+
 cudaError_t cudaMalloc(void **p, size_t bytes) {
     cgemu::touch_context();
-    std::lock_guard<std::mutex> lock(g_mem_mutex);
     *p = NULL;
+    CAPTURE_SAFE("cudaMalloc");
+    std::lock_guard<std::mutex> lock(g_mem_mutex);
     if (bytes > capacity() - g_used) return fail(cudaErrorMemoryAllocation);
     void *q = NULL; /* cudaMalloc aligns to 256 bytes; exactly `bytes`, so AddressSanitizer sees overruns */
     if (posix_memalign(&q, 256, bytes ? bytes : 1)) return fail(cudaErrorMemoryAllocation);
@@ -219,6 +225,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
 cudaError_t cudaFree(void *p) {
     if (!p) return cudaSuccess;
     cgemu::touch_context();
+    CAPTURE_SAFE("cudaFree");
     cgemu::flush_all(); /* cudaFree synchronises the device */
     std::lock_guard<std::mutex> lock(g_mem_mutex);
     auto it = g_device.find((uintptr_t)p);
@@ -244,6 +251,7 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total) {
 cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned int flags) {
     (void)flags;
     cgemu::touch_context();
+    CAPTURE_SAFE("cudaHostAlloc");
     void *q = NULL;
     if (posix_memalign(&q, 4096, bytes ? bytes : 1)) return fail(cudaErrorMemoryAllocation);
     *p = q;
@@ -264,6 +272,7 @@ cudaError_t cudaHostGetDevicePointer(void **d, void *h, unsigned int flags) {
 cudaError_t cudaFreeHost(void *p) {
     if (!p) return cudaSuccess;
     cgemu::touch_context();
+    CAPTURE_SAFE("cudaFreeHost");
     cgemu::flush_all(); /* so does cudaFreeHost */
     std::lock_guard<std::mutex> lock(g_mem_mutex);
     auto it = g_pinned.find((uintptr_t)p);
@@ -294,11 +303,15 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
         src_pinned = in_map(g_pinned, src, n), dst_pinned = in_map(g_pinned, dst, n);
     }
     if (kind == cudaMemcpyDeviceToHost && !dst_pinned) { /* to pageable memory: returns when done */
-        cgemu::flush_stream(s);
+        if (!cgemu::flush_stream(s)) return fail(cudaErrorStreamCaptureUnsupported);
         memmove(dst, src, n);
         return cudaSuccess;
     }
     if (kind == cudaMemcpyHostToDevice && !src_pinned) { /* from pageable memory: the source is staged now */
+        if (cgemu::is_capturing(s)) { /* a replay could not stage it again */
+            cgemu::capture_fail(s, "a copy from pageable host memory on the capturing stream");
+            return fail(cudaErrorStreamCaptureUnsupported);
+        }
         std::shared_ptr<std::vector<char>> stage = std::make_shared<std::vector<char>>((const char *)src,
                                                                                      (const char *)src + n);
         cgemu::enqueue(s, [dst, stage] { memcpy(dst, stage->data(), stage->size()); }, false);
@@ -309,6 +322,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
 }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind) {
+    CAPTURE_SAFE("cudaMemcpy");
     cgemu::flush_all();
     cudaError_t e = cudaMemcpyAsync(dst, src, n, kind, 0);
     cgemu::flush_all();
@@ -357,12 +371,13 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     cgemu::touch_context();
-    cgemu::flush_stream(s);
+    if (!cgemu::flush_stream(s)) return fail(cudaErrorStreamCaptureUnsupported);
     return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
 }
 
 cudaError_t cudaDeviceSynchronize(void) {
     cgemu::touch_context();
+    CAPTURE_SAFE("cudaDeviceSynchronize");
     cgemu::flush_all();
     return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
 }
@@ -411,6 +426,76 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
     double ta = cgemu::event_time(a), tb = cgemu::event_time(b);
     if (ta < 0 || tb < 0) return fail(cudaErrorNotReady);
     *ms = (float)(tb - ta);
+    return cudaSuccess;
+}
+
+/* ---- stream capture and graphs (emu_internal.h): a graph is the list of work its capture
+ * kept; a launch queues all of it, in capture order, as one piece of work on the stream ---- */
+
+struct emu_graph {
+    std::vector<std::function<void()>> work;
+};
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mode) {
+    cgemu::touch_context();
+    if (cgemu::sticky()) return fail(cgemu::sticky());
+    cudaError_t e = cgemu::capture_begin(s, (int)mode);
+    return e == cudaSuccess ? cudaSuccess : fail(e);
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph) {
+    *graph = NULL;
+    std::vector<std::function<void()>> *w = NULL;
+    cudaError_t e = cgemu::capture_end(s, &w);
+    if (e != cudaSuccess) return fail(e);
+    emu_graph *g = new emu_graph;
+    g->work = std::move(*w);
+    delete w;
+    *graph = (cudaGraph_t)g;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, enum cudaStreamCaptureStatus *status) {
+    *status = cgemu::is_capturing(s) ? cudaStreamCaptureStatusActive : cudaStreamCaptureStatusNone;
+    return cudaSuccess;
+}
+
+cudaError_t cudaThreadExchangeStreamCaptureMode(enum cudaStreamCaptureMode *mode) {
+    *mode = (enum cudaStreamCaptureMode)cgemu::exchange_mode((int)*mode);
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long flags) {
+    (void)flags;
+    cgemu::touch_context();
+    if (!graph) return fail(cudaErrorInvalidValue);
+    emu_graph *x = new emu_graph(*(emu_graph *)graph); /* the executable is a copy: the graph may go */
+    *exec = (cudaGraphExec_t)x;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
+    if (cgemu::sticky()) return fail(cgemu::sticky());
+    if (!exec) return fail(cudaErrorInvalidValue);
+    if (cgemu::is_capturing(s)) {
+        cgemu::capture_fail(s, "a graph launched into a capture (the emulator does not nest graphs)");
+        return fail(cudaErrorStreamCaptureUnsupported);
+    }
+    const emu_graph *x = (const emu_graph *)exec;
+    std::vector<std::function<void()>> work = x->work; /* this launch's copy */
+    cgemu::enqueue(s, [work] {
+        for (const std::function<void()> &f : work) f();
+    });
+    return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+    delete (emu_graph *)exec; /* launches already queued hold their own copy */
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+    delete (emu_graph *)graph;
     return cudaSuccess;
 }
 

@@ -3,6 +3,8 @@
  * taken when it is recorded (cudaStreamWaitEvent waits for the record made before the call,
  * as on a device), plus the host time at which its mark ran. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <deque>
@@ -20,6 +22,10 @@ struct stream_q {
     uint64_t queued = 0, done = 0;
     bool running = false; /* a closure of this stream is executing (a wait inside it flushes others) */
     int dev = -1;         /* the device it was created on; -1: the legacy default stream, any device */
+    /* stream capture: work goes to `cap` instead of q; an unsupported call invalidates it */
+    std::vector<std::function<void()>> *cap = nullptr;
+    bool cap_invalid = false;
+    int cap_mode = 0; /* cudaStreamCaptureMode of cudaStreamBeginCapture */
 };
 
 struct event_obj {
@@ -31,6 +37,8 @@ struct event_obj {
 };
 
 std::recursive_mutex g_lock;
+thread_local stream_q *t_capturing = nullptr;                 /* the capture this thread began */
+thread_local int t_mode = cudaStreamCaptureModeGlobal;        /* cudaThreadExchangeStreamCaptureMode */
 std::map<cudaStream_t, stream_q *> g_streams;
 std::vector<stream_q *> g_retired;
 cudaError_t g_sticky = cudaSuccess;
@@ -76,7 +84,72 @@ bool on_current_device(const stream_q *q) {
     return false;
 }
 
+void invalidate(stream_q *q, const char *why) {
+    if (!q->cap_invalid) fprintf(stderr, "cuda emulator: stream capture invalidated: %s\n", why);
+    q->cap_invalid = true;
+}
+
 } // namespace
+
+bool capture_allows(const char *call) {
+    guard g;
+    stream_q *q = t_capturing;
+    if (!q || q->cap_mode == cudaStreamCaptureModeRelaxed || t_mode == cudaStreamCaptureModeRelaxed) return true;
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s while this thread captures a stream (not allowed outside relaxed mode)", call);
+    invalidate(q, msg);
+    return false;
+}
+
+bool is_capturing(cudaStream_t s) {
+    guard g;
+    auto it = g_streams.find(s);
+    return it != g_streams.end() && it->second->cap;
+}
+
+void capture_fail(cudaStream_t s, const char *why) {
+    guard g;
+    auto it = g_streams.find(s);
+    if (it != g_streams.end() && it->second->cap) invalidate(it->second, why);
+}
+
+cudaError_t capture_begin(cudaStream_t s, int mode) {
+    guard g;
+    auto it = g_streams.find(s);
+    if (it == g_streams.end()) return cudaErrorStreamCaptureUnsupported; /* the legacy stream */
+    stream_q *q = it->second;
+    if (q->cap) return cudaErrorIllegalState;
+    q->cap = new std::vector<std::function<void()>>;
+    q->cap_invalid = false;
+    q->cap_mode = mode;
+    if (mode != cudaStreamCaptureModeRelaxed) t_capturing = q;
+    return cudaSuccess;
+}
+
+cudaError_t capture_end(cudaStream_t s, std::vector<std::function<void()>> **work) {
+    guard g;
+    *work = nullptr;
+    auto it = g_streams.find(s);
+    if (it == g_streams.end() || !it->second->cap) return cudaErrorIllegalState;
+    stream_q *q = it->second;
+    if (t_capturing == q) t_capturing = nullptr;
+    const char *refuse = getenv("CGEMU_CAPTURE_REFUSE"); /* tests of the caller's fallback */
+    if (refuse && *refuse && strcmp(refuse, "0") != 0) invalidate(q, "CGEMU_CAPTURE_REFUSE is set");
+    std::vector<std::function<void()>> *w = q->cap;
+    q->cap = nullptr;
+    if (q->cap_invalid) {
+        delete w;
+        return cudaErrorStreamCaptureInvalidated;
+    }
+    *work = w;
+    return cudaSuccess;
+}
+
+int exchange_mode(int mode) {
+    int old = t_mode;
+    t_mode = mode;
+    return old;
+}
 
 guard::guard() { g_lock.lock(); }
 guard::~guard() { g_lock.unlock(); }
@@ -86,14 +159,23 @@ void enqueue(cudaStream_t s, std::function<void()> work, bool on_device) {
     touch_context();
     stream_q *q = q_of(s);
     if (on_device && !on_current_device(q)) return;
+    if (q->cap) { /* captured: runs at each launch of the graph */
+        q->cap->push_back(std::move(work));
+        return;
+    }
     q->q.push_back(std::move(work));
     q->queued++;
 }
 
-void flush_stream(cudaStream_t s) {
+bool flush_stream(cudaStream_t s) {
     guard g;
     stream_q *q = q_of(s);
+    if (q->cap) {
+        invalidate(q, "a synchronisation of the capturing stream (its work has not run: it is a graph now)");
+        return false;
+    }
     run_until(q, q->queued);
+    return true;
 }
 
 void flush_all() {
@@ -125,6 +207,10 @@ void event_record(void *ev, cudaStream_t s) {
     event_obj *e = (event_obj *)ev;
     stream_q *q = q_of(s);
     touch_context();
+    if (q->cap) { /* a device would make it a node of the graph; cgrad records none in a capture */
+        invalidate(q, "an event recorded on the capturing stream (the emulator does not capture events)");
+        return;
+    }
     if (e->dev >= 0 && q->dev >= 0 && e->dev != q->dev) {
         char msg[128];
         snprintf(msg, sizeof msg, "an event of cuda:%d recorded on a stream of cuda:%d", e->dev, q->dev);
@@ -144,6 +230,10 @@ void event_wait(cudaStream_t s, void *ev) {
     stream_q *other = e->stream;
     uint64_t mark = e->mark;
     stream_q *q = q_of(s);
+    if (q->cap) { /* on a device: an event from outside the capture is an isolation error */
+        invalidate(q, "the capturing stream waits on an event recorded outside the capture");
+        return;
+    }
     q->q.push_back([other, mark] { run_until(other, mark); });
     q->queued++;
 }
