@@ -324,8 +324,9 @@ extern "C" cudaError_t cg_cuda_unary_bwd(int dt, int fn, int64_t n, double slope
 
 // One thread per Philox block of 4 elements (the CPU loop's grouping): y = keep ? x*sc : 0
 template <typename T>
-__global__ void dropout_kernel(int64_t n, float pf, T sc, uint64_t seed, uint64_t offset, const T *__restrict__ x,
-                               T *__restrict__ y) {
+__global__ void dropout_kernel(int64_t n, float pf, T sc, uint64_t seed, uint64_t offset, const uint64_t *shift,
+                               const T *__restrict__ x, T *__restrict__ y) {
+    if (shift) offset += *shift; // a replayed CUDA graph: this replay's advance of the stream
     int64_t nb = (n + 3) / 4;
     CG_GRID_STRIDE(b, nb) {
         cg_philox4 r = cg_philox4x32_10(offset + (uint64_t)b, seed);
@@ -343,13 +344,13 @@ __global__ void dropout_kernel(int64_t n, float pf, T sc, uint64_t seed, uint64_
     }
 }
 
-extern "C" cudaError_t cg_cuda_dropout(int dt, int64_t n, double p, uint64_t seed, uint64_t offset, const void *x,
-                                       void *y, cudaStream_t s) {
+extern "C" cudaError_t cg_cuda_dropout(int dt, int64_t n, double p, uint64_t seed, uint64_t offset,
+                                       const uint64_t *shift, const void *x, void *y, cudaStream_t s) {
     if (n == 0) return cudaSuccess;
     CG_DISPATCH_FLOAT(dt, T, {
         T sc = (T)(p < 1.0 ? 1.0 / (1.0 - p) : 0.0);
         dropout_kernel<T><<<cg_blocks_for((n + 3) / 4), CG_THREADS, 0, s>>>(n, (float)p, sc, seed, offset,
-                                                                             (const T *)x, (T *)y);
+                                                                             shift, (const T *)x, (T *)y);
     });
     return cudaGetLastError();
 }
@@ -478,9 +479,10 @@ extern "C" cudaError_t cg_cuda_scal(int dt, int64_t n, double alpha, void *y, cu
 // One update of every element: the rules of src/optim_math.h, shared with the CPU backend
 // (same expression, explicitly rounded operations), double math, stored in T.
 template <typename T>
-__global__ void optim_kernel(int64_t n, cg_optim_coef k, T *__restrict__ p, const T *__restrict__ g,
-                             T *__restrict__ m, T *__restrict__ v, const double *gate, const double *sumsq,
-                             double clip_max) {
+__global__ void optim_kernel(int64_t n, cg_optim_coef k, const cg_optim_coef *k_dev, T *__restrict__ p,
+                             const T *__restrict__ g, T *__restrict__ m, T *__restrict__ v, const double *gate,
+                             const double *sumsq, double clip_max) {
+    if (k_dev) k = *k_dev; // a replayed CUDA graph: this replay's coefficients
     double gs;
     if (!cg_optim_gate(gate, sumsq, clip_max, &gs)) return; // the whole update is skipped
     bool scaled = gs != 1.0;
@@ -501,13 +503,45 @@ __global__ void optim_kernel(int64_t n, cg_optim_coef k, T *__restrict__ p, cons
     }
 }
 
-extern "C" cudaError_t cg_cuda_optim(int dt, int64_t n, const cg_optim_coef *a, void *p, const void *g, void *m,
-                                     void *v, const double *gate, const double *sumsq, double clip_max,
-                                     cudaStream_t s) {
+extern "C" cudaError_t cg_cuda_optim(int dt, int64_t n, const cg_optim_coef *a, const cg_optim_coef *a_dev, void *p,
+                                     const void *g, void *m, void *v, const double *gate, const double *sumsq,
+                                     double clip_max, cudaStream_t s) {
     if (n == 0) return cudaSuccess;
     CG_DISPATCH_FLOAT(dt, T, {
-        optim_kernel<T><<<cg_blocks_for(n), CG_THREADS, 0, s>>>(n, *a, (T *)p, (const T *)g, (T *)m, (T *)v, gate,
-                                                                sumsq, clip_max);
+        optim_kernel<T><<<cg_blocks_for(n), CG_THREADS, 0, s>>>(n, *a, a_dev, (T *)p, (const T *)g, (T *)m, (T *)v,
+                                                                gate, sumsq, clip_max);
     });
+    return cudaGetLastError();
+}
+
+// ---------------------------------------------------------------- graph parameters
+
+// dst[0 .. n) = the bytes passed by value: what a replayed CUDA graph reads as this replay's
+// scalars, written on the stream before the replay (no host buffer to keep alive)
+__global__ void set_bytes_kernel(cg_cuda_bytes b, int n, unsigned char *dst) {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = b.b[i];
+}
+
+// dst = src when *gate is finite (every thread reads the gate: no ordering needed)
+__global__ void copy_gated_kernel(int64_t n, const unsigned char *__restrict__ src, unsigned char *__restrict__ dst,
+                                  const double *gate) {
+    if (!isfinite(*gate)) return;
+    CG_GRID_STRIDE(i, n) dst[i] = src[i];
+}
+
+extern "C" cudaError_t cg_cuda_copy_gated(void *dst, const void *src, size_t nbytes, const double *gate,
+                                          cudaStream_t s) {
+    if (nbytes == 0) return cudaSuccess;
+    copy_gated_kernel<<<cg_blocks_for((int64_t)nbytes), CG_THREADS, 0, s>>>((int64_t)nbytes, (const unsigned char *)src,
+                                                                           (unsigned char *)dst, gate);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cg_cuda_set_bytes(void *dst, const void *src, size_t n, cudaStream_t s) {
+    if (n == 0) return cudaSuccess;
+    if (n > sizeof(cg_cuda_bytes)) return cudaErrorInvalidValue;
+    cg_cuda_bytes b;
+    memcpy(b.b, src, n);
+    set_bytes_kernel<<<1, 128, 0, s>>>(b, (int)n, (unsigned char *)dst);
     return cudaGetLastError();
 }

@@ -9,6 +9,7 @@
 #define CG_BACKEND_H
 
 #include "internal.h"
+#include "optim_math.h"
 
 typedef cg_status (*cg_fwd_fn)(const cg_op_call *c);
 typedef cg_status (*cg_bwd_fn)(const cg_op_call *c, const cg_tensor *gout, cg_tensor *const *gin);
@@ -41,7 +42,18 @@ typedef struct cg_optim_call {
      *   separate in-place scaling pass (torch.nn.utils.clip_grad_norm_) would. */
     const cg_tensor *gate, *clip_sumsq;
     double clip_max;
+    /* A CUDA graph being recorded (src/train/step_graph.c): device memory holding the
+     * cg_optim_coef (optim_math.h) each replay writes before it runs; the kernel reads the
+     * coefficients there instead of those of this call (NULL: none, always on the CPU). */
+    const void *coef_dev;
 } cg_optim_call;
+
+/* The coefficients of a call's update (computed on the host: both backends, and what a CUDA
+ * graph's replay writes to coef_dev). */
+static inline cg_optim_coef cg_optim_call_coef(const cg_optim_call *c) {
+    return cg_optim_coef_make((int)c->kind, c->lr, c->momentum, c->dampening, c->weight_decay, c->beta1, c->beta2,
+                              c->eps, c->nesterov, c->step);
+}
 
 typedef struct cg_backend {
     const char *name;
@@ -68,6 +80,10 @@ typedef struct cg_backend {
      * wins; other NaNs are skipped) equals target; pred (N) or (N, 1): (pred > 0) == (target
      * > 0.5). target: N elements of any dtype. No host wait. */
     cg_status (*count_correct)(cg_tensor *dst, const cg_tensor *pred, const cg_tensor *target, int accumulate);
+    /* dst = src (contiguous, same dtype and size) when the f64 scalar *gate on their device is
+     * finite; otherwise dst is left as it is. No host wait. (A training step's copy of what
+     * it is about to change, kept from the last step before the sticky gate was poisoned.) */
+    cg_status (*copy_gated)(cg_tensor *dst, const cg_tensor *src, const cg_tensor *gate);
     cg_status (*optim)(const cg_optim_call *c);
     cg_status (*sync)(int dev);
     /* ---- asynchronous host->device uploads (optional: all NULL on the CPU backend, where
@@ -86,6 +102,18 @@ typedef struct cg_backend {
     cg_status (*upload_async)(int dev, void *dst, const void *src_pinned, size_t nbytes, void *event);
     cg_status (*wait_event)(int dev, void *event); /* compute stream waits for event; no host wait */
     cg_status (*event_sync)(int dev, void *event); /* host waits for event */
+    /* ---- graphs (optional: all NULL on the CPU backend, where work runs as it is called).
+     * graph_begin: the calling thread's later work on dev is recorded into a graph instead
+     * of run, until graph_end, which fails (CG_E_UNSUPPORTED, with the reason) when something
+     * in it cannot be recorded (a host wait); graph_free in every case. graph_launch queues
+     * the recorded work on the device's stream, in order with all other work. Scalars that
+     * change between launches go in device memory the recorded kernels read, written before
+     * each launch with set_bytes (at most 256 bytes, by value: no host buffer to keep). ---- */
+    cg_status (*graph_begin)(int dev, void **graph);
+    cg_status (*graph_end)(void *graph);
+    cg_status (*graph_launch)(void *graph);
+    void (*graph_free)(void *graph);
+    cg_status (*set_bytes)(int dev, void *dst, const void *src, size_t nbytes);
     const cg_fwd_fn *forward;  /* [CG_OP_COUNT], NULL where unsupported */
     const cg_bwd_fn *backward; /* [CG_OP_COUNT] */
 } cg_backend;

@@ -121,6 +121,8 @@ typedef struct cg_op_params {
     int training;              /* batchnorm: batch statistics (1) or running ones (0) */
     double p;                  /* dropout probability */
     uint64_t seed, offset;     /* dropout Philox stream */
+    const uint64_t *offset_shift; /* dropout in a CUDA graph being recorded: device word the kernel adds
+                                   * to offset (each replay's advance of the stream); else NULL */
     cg_reduction reduction;    /* losses */
     double label_smoothing;    /* softmax_ce */
     int64_t view_shape[CG_MAX_DIMS]; /* reshape: target shape; slice_rows: [start, end] */
@@ -178,10 +180,16 @@ extern const cg_op_info cg_op_table[CG_OP_COUNT];
  * one f64 element on the input's device; nothing waits for the device. */
 cg_status cg__reduce_to(cg_tensor *dst, const cg_tensor *x, double alpha, int square, int accumulate);
 cg_status cg__count_correct(cg_tensor *dst, const cg_tensor *pred, const cg_tensor *target, int accumulate);
+/* backend copy_gated: dst = src when the f64 scalar gate is finite; contiguous, one dtype/size */
+cg_status cg__copy_gated(cg_tensor *dst, const cg_tensor *src, const cg_tensor *gate);
 cg_status cg__f64_zeros(cg_device dev, int64_t n, cg_tensor **out); /* n f64 zeros on dev */
 cg_status cg__read_f64(const cg_tensor *t, double *out, int64_t n); /* first n of contiguous f64; waits */
 
 cg_status cg__apply(cg_op op, const cg_op_params *p, const cg_tensor *const *in, int n_in, cg_tensor **out);
+
+/* cg_dropout with cg_op_params.offset_shift (NULL: cg_dropout itself) */
+cg_status cg__dropout(const cg_tensor *x, double p, int training, cg_rng *rng, const uint64_t *offset_shift,
+                      cg_tensor **out);
 
 /* Inputs whose gradient the engine wants: gin[i] != NULL on entry to a backward rule
  * means "allocate and write it"; rules set gin[i] to a new tensor. */

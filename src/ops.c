@@ -285,6 +285,11 @@ cg_status cg_batchnorm(const cg_tensor *x, const cg_tensor *gamma, const cg_tens
 }
 
 cg_status cg_dropout(const cg_tensor *x, double p, int training, cg_rng *rng, cg_tensor **out) {
+    return cg__dropout(x, p, training, rng, NULL, out);
+}
+
+cg_status cg__dropout(const cg_tensor *x, double p, int training, cg_rng *rng, const uint64_t *offset_shift,
+                      cg_tensor **out) {
     if (!x || !out) return CG_FAIL(CG_E_INVALID, "dropout: x and out must not be NULL");
     if (!(p >= 0 && p < 1)) return CG_FAIL(CG_E_INVALID, "dropout: p must be in [0, 1), got %g", p);
     if (!training || p == 0) {
@@ -292,7 +297,7 @@ cg_status cg_dropout(const cg_tensor *x, double p, int training, cg_rng *rng, cg
         return CG_OK;
     }
     if (!rng) return CG_FAIL(CG_E_INVALID, "dropout: training needs an rng (cg_rng_make(seed))");
-    cg_op_params prm = {.p = p, .seed = rng->seed, .offset = rng->offset};
+    cg_op_params prm = {.p = p, .seed = rng->seed, .offset = rng->offset, .offset_shift = offset_shift};
     CG_TRY(run(CG_OP_DROPOUT, &prm, &x, 1, out));
     rng->offset += (uint64_t)(cg_tensor_numel(x) + 3) / 4;
     return CG_OK;
@@ -498,6 +503,16 @@ cg_status cg__reduce_to(cg_tensor *dst, const cg_tensor *x, double alpha, int sq
     CG_TRY(cg__tensor_contiguous(x, &xc));
     cg_status st = cg__backend(x->st->dev)->reduce_to(dst, xc, alpha, square, accumulate);
     cg_tensor_release(xc);
+    if (st == CG_OK) cg__bump_version(dst);
+    return st;
+}
+
+cg_status cg__copy_gated(cg_tensor *dst, const cg_tensor *src, const cg_tensor *gate) {
+    CG_TRY(check_f64_slot((cg_tensor *)gate, dst->st->dev, "gated copy"));
+    if (dst->dtype != src->dtype || cg_tensor_numel(dst) != cg_tensor_numel(src) ||
+        !cg__same_device(dst->st->dev, src->st->dev) || !cg_tensor_is_contiguous(dst) || !cg_tensor_is_contiguous(src))
+        return CG_FAIL(CG_E_INTERNAL, "gated copy: needs contiguous tensors of one dtype, size and device");
+    cg_status st = cg__backend(dst->st->dev)->copy_gated(dst, src, gate);
     if (st == CG_OK) cg__bump_version(dst);
     return st;
 }

@@ -183,6 +183,7 @@ const cg_backend cg_cpu_backend = {
     .axpy = axpy_cpu,
     .scal = scal_cpu,
     .reduce_to = cg_reduce_to_cpu,
+    .copy_gated = cg_copy_gated_cpu,
     .count_correct = cg_count_correct_cpu,
     .optim = cg_optim_cpu,
     .sync = sync_cpu,

@@ -62,6 +62,7 @@ cg_status cg_fill_cpu(cg_tensor *t, double value);
 cg_status cg_optim_cpu(const cg_optim_call *c);
 /* metrics_cpu.c: the reduce_to / count_correct entries of backend.h */
 cg_status cg_reduce_to_cpu(cg_tensor *dst, const cg_tensor *x, double alpha, int square, int accumulate);
+cg_status cg_copy_gated_cpu(cg_tensor *dst, const cg_tensor *src, const cg_tensor *gate);
 cg_status cg_count_correct_cpu(cg_tensor *dst, const cg_tensor *pred, const cg_tensor *target, int accumulate);
 
 /* ---- forward / backward kernels (tables in backend_cpu.c) ---- */

@@ -1,6 +1,9 @@
 /* CPU accuracy count and scalar reductions into an f64 slot: the device-side bookkeeping of
  * the training loop (see reduce_to / count_correct in backend.h). On the CPU "device-side"
  * is plain memory, but the loop is the same code on both backends. */
+#include <math.h>
+#include <string.h>
+
 #include "cpu_kernels.h"
 #include "dtype_convert.h"
 
@@ -60,5 +63,11 @@ cg_status cg_count_correct_cpu(cg_tensor *dst, const cg_tensor *pred, const cg_t
     }
     double *d = cg__ptr(dst);
     *d = accumulate ? *d + (double)ok : (double)ok;
+    return CG_OK;
+}
+
+cg_status cg_copy_gated_cpu(cg_tensor *dst, const cg_tensor *src, const cg_tensor *gate) {
+    if (!isfinite(*(const double *)cg__ptr(gate))) return CG_OK;
+    memmove(cg__ptr(dst), cg__ptr(src), cg_tensor_nbytes(src));
     return CG_OK;
 }

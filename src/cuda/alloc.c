@@ -13,6 +13,15 @@
  * request and goes back to the driver at its free, after the stream has drained: a debug
  * mode in which sanitizers see every overrun past a tensor's end.
  *
+ * CUDA graphs (graph.c): while a thread captures, its allocations on the device are the
+ * graph's (blk.owner), and so is every block it frees then: a replay writes them again, so
+ * none may go back to the shared cache while the graph lives. A freed graph block waits in
+ * the graph's own free list and serves later allocations of the same capture (reuse in
+ * stream order, as within one stream). When the graph is freed, its free blocks join the
+ * cache (its replays ran on the device's stream, before any later use) and its live ones
+ * become ordinary blocks. cudaMalloc in a capture runs in relaxed capture mode (it is not
+ * stream work); there is no out-of-memory retry then (it would wait for the stream).
+ *
  * Transfers: host buffers are pageable user memory, so copies go through a ring of four
  * pinned 4 MiB staging buffers per device, each guarded by an event, taken in turn across
  * calls. H2D returns once the data sits in pinned memory: the host waits only when the
@@ -37,8 +46,14 @@ typedef struct blk {
     void *ptr;
     size_t size, req;
     int exact;              /* allocated with caching off: not class-sized, never cached */
+    cg_cuda_gpool *owner;   /* the CUDA graph it belongs to, or NULL */
     struct blk *next;
 } blk;
+
+struct cg_cuda_gpool {
+    int dev;
+    blk *free; /* the graph's freed blocks, for its own later allocations */
+};
 
 typedef struct pool {
     pthread_mutex_t lock;
@@ -151,12 +166,24 @@ cg_status cg_cuda_malloc(int dev, size_t nbytes, void **ptr) {
     size_t rounded;
     size_t bin = size_class(nbytes, &rounded);
     if (bin >= N_BINS) return CG_FAIL(CG_E_OOM, "cuda:%d: allocation of %zu bytes is too large", dev, nbytes);
+    cg_cuda_gpool *gp = cg_cuda_capture_pool(dev);
     pthread_mutex_lock(&p->lock);
     int exact = p->no_cache;
     if (exact) rounded = nbytes;
-    blk *k = exact ? NULL : p->bins[bin];
-    if (k) {
+    blk *k = NULL;
+    if (gp) { /* the capture's own freed blocks first */
+        for (blk **pp = &gp->free; *pp; pp = &(*pp)->next)
+            if ((*pp)->size == rounded) {
+                k = *pp;
+                *pp = k->next;
+                break;
+            }
+    }
+    if (!k && !exact && p->bins[bin]) {
+        k = p->bins[bin];
         p->bins[bin] = k->next;
+    }
+    if (k) {
         p->st.cached -= k->size;
         p->st.n_cache_hit++;
     } else {
@@ -167,8 +194,17 @@ cg_status cg_cuda_malloc(int dev, size_t nbytes, void **ptr) {
         }
         k->size = rounded;
         k->exact = exact;
-        cudaError_t e = cudaMalloc(&k->ptr, rounded);
-        if (e == cudaErrorMemoryAllocation) {
+        k->owner = NULL;
+        cudaError_t e;
+        if (gp) { /* not stream work: allowed in a capture in relaxed mode (PyTorch does the same) */
+            enum cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+            (void)cudaThreadExchangeStreamCaptureMode(&mode);
+            e = cudaMalloc(&k->ptr, rounded);
+            (void)cudaThreadExchangeStreamCaptureMode(&mode);
+        } else {
+            e = cudaMalloc(&k->ptr, rounded);
+        }
+        if (e == cudaErrorMemoryAllocation && !gp) {
             (void)cudaGetLastError();
             p->st.n_oom_retry++;
             /* the cached blocks may still be read by queued kernels: wait for the stream (all
@@ -201,6 +237,7 @@ cg_status cg_cuda_malloc(int dev, size_t nbytes, void **ptr) {
         p->st.reserved += rounded;
     }
     k->req = nbytes;
+    if (gp) k->owner = gp;
     size_t h = hash_ptr(k->ptr);
     k->next = p->live[h];
     p->live[h] = k;
@@ -213,9 +250,9 @@ cg_status cg_cuda_malloc(int dev, size_t nbytes, void **ptr) {
     return CG_OK;
 }
 
-/* Caching off: the block goes back to the driver once the stream has run every kernel
- * queued before its free (not left to cudaFree's implicit synchronisation). When the wait
- * fails the device is broken; the block is kept (leaked) rather than freed under a kernel. */
+/* Caching off: the blocks (a list) go back to the driver once the stream has run every
+ * kernel queued before their free (not left to cudaFree's implicit synchronisation). When the
+ * wait fails the device is broken; they are kept (leaked) rather than freed under a kernel. */
 static void release_now(int dev, blk *k) {
     char saved_err[1024]; /* a free reports nothing: the caller's last message stays */
     snprintf(saved_err, sizeof saved_err, "%s", cg_last_error());
@@ -226,7 +263,11 @@ static void release_now(int dev, blk *k) {
     }
     (void)cudaGetLastError();
     cg__restore_error(saved_err);
-    free(k);
+    while (k) { /* the device memory is kept; the records go */
+        blk *nx = k->next;
+        free(k);
+        k = nx;
+    }
 }
 
 void cg_cuda_free(int dev, void *ptr) {
@@ -245,6 +286,15 @@ void cg_cuda_free(int dev, void *ptr) {
     *pp = k->next;
     p->st.in_use -= k->size;
     p->st.requested -= k->req;
+    cg_cuda_gpool *gp = k->owner ? k->owner : cg_cuda_capture_pool(dev);
+    if (gp) { /* a graph's block, or one freed while this thread captures: kept for the graph */
+        k->owner = gp;
+        k->next = gp->free;
+        gp->free = k;
+        p->st.cached += k->size;
+        pthread_mutex_unlock(&p->lock);
+        return;
+    }
     if (k->exact || p->no_cache) {
         p->st.reserved -= k->size;
         p->st.n_cuda_free++;
@@ -261,6 +311,46 @@ void cg_cuda_free(int dev, void *ptr) {
 }
 
 cg_status cg_cuda_scratch(int dev, size_t nbytes, void **ptr) { return cg_cuda_malloc(dev, nbytes, ptr); }
+
+cg_status cg_cuda_gpool_create(int dev, cg_cuda_gpool **out) {
+    *out = NULL;
+    if (!pool_of(dev)) return CG_FAIL(CG_E_OOM, "cuda:%d: out of host memory for the allocator", dev);
+    cg_cuda_gpool *gp = calloc(1, sizeof *gp);
+    if (!gp) return CG_FAIL(CG_E_OOM, "cuda:%d: out of host memory for a CUDA graph's memory pool", dev);
+    gp->dev = dev;
+    *out = gp;
+    return CG_OK;
+}
+
+void cg_cuda_gpool_release(cg_cuda_gpool *gp) {
+    if (!gp) return;
+    pool *p = pool_of(gp->dev);
+    if (!p) return; /* cannot happen: the pool was there at creation */
+    blk *uncached = NULL;
+    pthread_mutex_lock(&p->lock);
+    for (size_t h = 0; h < N_BUCKETS; h++) /* live blocks: ordinary from now on */
+        for (blk *k = p->live[h]; k; k = k->next)
+            if (k->owner == gp) k->owner = NULL;
+    while (gp->free) {
+        blk *k = gp->free;
+        gp->free = k->next;
+        k->owner = NULL;
+        if (k->exact || p->no_cache) { /* caching off: back to the driver, as at any free */
+            p->st.cached -= k->size;
+            p->st.reserved -= k->size;
+            p->st.n_cuda_free++;
+            k->next = uncached;
+            uncached = k;
+        } else {
+            size_t bin = size_class(k->size, &(size_t){0});
+            k->next = p->bins[bin];
+            p->bins[bin] = k;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (uncached) release_now(gp->dev, uncached);
+    free(gp);
+}
 
 static cg_status memory_stats(int dev, cg_cuda_mem_stats *out) {
     CG_ARG_NOT_NULL(out, "cg_cuda_memory_stats");

@@ -101,6 +101,13 @@ static cg_status scal_cuda(cg_tensor *y, double alpha) {
     return CG_CUDA_CALL(cg_cuda_scal((int)y->dtype, cg__numel(y->shape, y->ndim), alpha, cg__ptr(y), ctx->stream));
 }
 
+static cg_status copy_gated_cuda(cg_tensor *dst, const cg_tensor *src, const cg_tensor *gate) {
+    cg_cuda_ctx *ctx = NULL;
+    CG_TRY(get_ctx(dst, &ctx));
+    return CG_CUDA_CALL(
+        cg_cuda_copy_gated(cg__ptr(dst), cg__ptr(src), cg_tensor_nbytes(src), cg__ptr(gate), ctx->stream));
+}
+
 static cg_status reduce_to_cuda(cg_tensor *dst, const cg_tensor *x, double alpha, int square, int accumulate) {
     CG_TRY(need_float("reduce", x->dtype));
     cg_cuda_ctx *ctx = NULL;
@@ -161,13 +168,12 @@ static cg_status optim_cuda(const cg_optim_call *c) {
     } else {
         return CG_FAIL(CG_E_INVALID, "optimizer: unknown kind %d", (int)c->kind);
     }
-    cg_optim_coef a = cg_optim_coef_make((int)c->kind, c->lr, c->momentum, c->dampening, c->weight_decay, c->beta1,
-                                         c->beta2, c->eps, c->nesterov, c->step);
+    cg_optim_coef a = cg_optim_call_coef(c);
     cg_cuda_ctx *ctx = NULL;
     CG_TRY(get_ctx(c->param, &ctx));
     const double *gate = c->gate ? cg__ptr(c->gate) : NULL, *sq = c->clip_sumsq ? cg__ptr(c->clip_sumsq) : NULL;
-    return CG_CUDA_CALL(cg_cuda_optim((int)c->param->dtype, n, &a, cg__ptr(c->param), cg__ptr(c->grad), m, v, gate, sq,
-                                      c->clip_max, ctx->stream));
+    return CG_CUDA_CALL(cg_cuda_optim((int)c->param->dtype, n, &a, (const cg_optim_coef *)c->coef_dev, cg__ptr(c->param),
+                                      cg__ptr(c->grad), m, v, gate, sq, c->clip_max, ctx->stream));
 }
 
 /* ---- the table: each entry runs under the device guard (cuda_internal.h), so that a call
@@ -199,6 +205,9 @@ static cg_status axpy_entry(cg_tensor *y, double alpha, const cg_tensor *x) {
     CG_CUDA_RETURN_GUARDED(axpy_cuda(y, alpha, x));
 }
 static cg_status scal_entry(cg_tensor *y, double alpha) { CG_CUDA_RETURN_GUARDED(scal_cuda(y, alpha)); }
+static cg_status copy_gated_entry(cg_tensor *dst, const cg_tensor *src, const cg_tensor *gate) {
+    CG_CUDA_RETURN_GUARDED(copy_gated_cuda(dst, src, gate));
+}
 static cg_status reduce_to_entry(cg_tensor *dst, const cg_tensor *x, double alpha, int square, int accumulate) {
     CG_CUDA_RETURN_GUARDED(reduce_to_cuda(dst, x, alpha, square, accumulate));
 }
@@ -239,8 +248,14 @@ const cg_backend cg_cuda_backend = {
     .axpy = axpy_entry,
     .scal = scal_entry,
     .reduce_to = reduce_to_entry,
+    .copy_gated = copy_gated_entry,
     .count_correct = count_correct_entry,
     .optim = optim_entry,
+    .graph_begin = cg_cuda_graph_begin,
+    .graph_end = cg_cuda_graph_end,
+    .graph_launch = cg_cuda_graph_launch,
+    .graph_free = cg_cuda_graph_free,
+    .set_bytes = cg_cuda_set_bytes_on,
     /* checks the sticky error word after the wait. event_sync (cg_cuda_event_sync) does
      * not: the loader waits on it for its own staging buffers and drops failures of a
      * prefetch (loader.c pf_ahead), which would clear the word and lose the message; the

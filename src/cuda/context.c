@@ -219,7 +219,8 @@ cg_status cg_cuda_ctx_get(int dev, cg_cuda_ctx **out) {
         cur = -1;
     }
     if (cur != dev) CG_TRY(CG_CUDA_CALL(cudaSetDevice(dev)));
-    *out = c;
+    cg_cuda_ctx *cap = cg_cuda_capture_ctx(dev); /* this thread records a CUDA graph there (graph.c) */
+    *out = cap ? cap : c;
     return CG_OK;
 }
 

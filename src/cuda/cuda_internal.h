@@ -95,6 +95,26 @@ cg_status cg_cuda_memcpy(int dev, void *dst, const void *src, size_t nbytes, cg_
  * queued on both devices so far and before the destination's later work; no host wait. */
 cg_status cg_cuda_memcpy_peer(int dst_dev, void *dst, int src_dev, const void *src, size_t nbytes);
 
+/* CUDA graphs' memory (alloc.c, see there): a pool per graph. While the calling thread
+ * captures on dev (graph.c), cg_cuda_capture_pool(dev) is its graph's pool, else NULL. */
+typedef struct cg_cuda_gpool cg_cuda_gpool;
+cg_status cg_cuda_gpool_create(int dev, cg_cuda_gpool **out);
+void cg_cuda_gpool_release(cg_cuda_gpool *gp); /* after the graph's last launch was queued */
+
+/* ---- CUDA graphs (graph.c): the backend's optional graph entries ----
+ * graph_begin: from here until graph_end the calling thread's work on dev is recorded into
+ * a graph (on a stream and cuBLAS/cuDNN handles of its own: other threads' work on the
+ * device is neither recorded nor disturbed) instead of run; its allocations are the
+ * graph's. graph_end: stops recording; fails (CG_E_UNSUPPORTED, with the reason) when a
+ * call was not capturable. A launch runs the recorded work on the device's stream. */
+cg_cuda_ctx *cg_cuda_capture_ctx(int dev);
+cg_cuda_gpool *cg_cuda_capture_pool(int dev);
+cg_status cg_cuda_graph_begin(int dev, void **graph);
+cg_status cg_cuda_graph_end(void *graph);
+cg_status cg_cuda_graph_launch(void *graph);
+void cg_cuda_graph_free(void *graph);
+cg_status cg_cuda_set_bytes_on(int dev, void *dst, const void *src, size_t nbytes);
+
 /* ---- asynchronous uploads (upload.c): the backend's optional pinned / event entries ---- */
 cg_status cg_cuda_pinned_alloc(int dev, size_t nbytes, void **ptr);
 void cg_cuda_pinned_free(int dev, void *ptr);

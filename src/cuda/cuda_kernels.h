@@ -49,8 +49,9 @@ cudaError_t cg_cuda_unary_bwd(int dt, int fn, int64_t n, double slope, const voi
                               cudaStream_t s);
 
 /* y = keep(i) ? x * 1/(1-p) : 0 with keep = cg_dropout_keep(seed, offset, i, p) (=) */
-cudaError_t cg_cuda_dropout(int dt, int64_t n, double p, uint64_t seed, uint64_t offset, const void *x, void *y,
-                            cudaStream_t s);
+/* shift (device, may be NULL): added to offset by the kernel (a replayed graph's stream advance) */
+cudaError_t cg_cuda_dropout(int dt, int64_t n, double p, uint64_t seed, uint64_t offset, const uint64_t *shift,
+                            const void *x, void *y, cudaStream_t s);
 
 /* y[i] = value converted to dt (any dtype) (=) */
 cudaError_t cg_cuda_fill(int dt, int64_t n, double value, void *y, cudaStream_t s);
@@ -74,8 +75,18 @@ cudaError_t cg_cuda_axpy(int dt, int64_t n, double alpha, const void *x, void *y
 cudaError_t cg_cuda_scal(int dt, int64_t n, double alpha, void *y, cudaStream_t s);
 
 /* One fused optimizer update over flat buffers; semantics of cg_optim_call (backend.h). */
-cudaError_t cg_cuda_optim(int dt, int64_t n, const cg_optim_coef *a, void *p, const void *g, void *m, void *v,
-                          const double *gate, const double *sumsq, double clip_max, cudaStream_t s);
+/* a_dev (device, may be NULL): the coefficients the kernel reads instead of *a (a replayed graph's) */
+cudaError_t cg_cuda_optim(int dt, int64_t n, const cg_optim_coef *a, const cg_optim_coef *a_dev, void *p, const void *g,
+                          void *m, void *v, const double *gate, const double *sumsq, double clip_max, cudaStream_t s);
+
+/* dst[0 .. n) = src[0 .. n), n <= sizeof(cg_cuda_bytes), the bytes passed by value to a kernel on s:
+ * a CUDA graph's per-replay scalars, set before the replay without a host buffer to keep alive */
+typedef struct cg_cuda_bytes {
+    unsigned char b[256];
+} cg_cuda_bytes;
+cudaError_t cg_cuda_set_bytes(void *dst, const void *src, size_t n, cudaStream_t s);
+/* dst[0 .. nbytes) = src[...] when *gate is finite (backend.h copy_gated) */
+cudaError_t cg_cuda_copy_gated(void *dst, const void *src, size_t nbytes, const double *gate, cudaStream_t s);
 
 /* ---- reduce.cu ---- */
 

@@ -508,8 +508,8 @@ static cg_status dropout_apply(const cg_op_call *c, const cg_tensor *src, cg_ten
     CG_TRY(need_float(c, dst->dtype));
     if (c->p->p < 0.0 || c->p->p > 1.0) return CG_FAIL(CG_E_INVALID, "dropout: p = %g is outside [0, 1]", c->p->p);
     CTX(dst);
-    return CG_CUDA_CALL(cg_cuda_dropout((int)dst->dtype, numel(dst), c->p->p, c->p->seed, c->p->offset, ptr(src), ptr(dst),
-                                   ctx->stream));
+    return CG_CUDA_CALL(cg_cuda_dropout((int)dst->dtype, numel(dst), c->p->p, c->p->seed, c->p->offset,
+                                        c->p->offset_shift, ptr(src), ptr(dst), ctx->stream));
 }
 
 static cg_status dropout_fwd(const cg_op_call *c) { return dropout_apply(c, c->in[0], c->out); }
