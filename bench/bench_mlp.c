@@ -19,9 +19,11 @@
  * bf16, so bf16 rows compare the nearest cgrad configuration, not identical work. On the CPU
  * these workloads are skipped with a message.
  *
- * Each workload names the anchor keys it is compared with (eager, CUDA-graphed, compiled);
- * bench_mlp prints that map first as one `ANCHORS {...}` line, then a table, then one
- * `JSON {...}` line of cgrad name -> median ms. Default workloads: on the CPU those marked
+ * On a GPU each workload is timed twice: as above, and through cg_step_graph (the same step
+ * recorded once as a CUDA graph and replayed; key NAME_graph), which must have replayed
+ * every timed step. Each key names the anchor keys it is compared with (eager,
+ * CUDA-graphed, compiled); bench_mlp prints that map first as one `ANCHORS {...}` line,
+ * then a table, then one `JSON {...}` line of cgrad key -> median ms. Default workloads: on the CPU those marked
  * cpu (the big ones would take minutes a step); on a GPU all of them. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -88,9 +90,9 @@ static void print_keys(const char *col, const char *const *keys, int last) {
 /* The anchor map, one JSON object: cgrad name -> {eager, graphed, compiled: [keys], ...}. */
 static void print_anchors(void) {
     printf("ANCHORS {");
-    for (int i = 0; i < N_WORKLOADS; i++) {
-        const workload *w = &workloads[i];
-        printf("%s\"%s\": {", i ? ", " : "", w->name);
+    for (int i = 0; i < 2 * N_WORKLOADS; i++) {
+        const workload *w = &workloads[i % N_WORKLOADS];
+        printf("%s\"%s%s\": {", i ? ", " : "", w->name, i >= N_WORKLOADS ? "_graph" : "");
         print_keys("eager", w->eager, 0);
         print_keys("graphed", w->graphed, 0);
         print_keys("compiled", w->compiled, 0);
@@ -140,10 +142,12 @@ static cg_status queued_step(cg_model *m, const cg_tensor *x, const cg_tensor *y
     return st;
 }
 
-/* Returns the median ms per step, or a negative value on failure. */
-static double run(const workload *w, cg_device dev, int steps) {
+/* Returns the median ms per step, or a negative value on failure. graphed: through
+ * cg_step_graph, every timed step a replay. */
+static double run(const workload *w, cg_device dev, int steps, int graphed) {
     double result = -1, *times = calloc((size_t)steps, sizeof *times);
     cg_model *m = NULL;
+    cg_step_graph *sg = NULL;
     cg_tensor *x = NULL, *y = NULL, *yf = NULL;
     cg_rng rng = cg_rng_make(1234);
     if (!times) return -1;
@@ -186,12 +190,26 @@ static double run(const workload *w, cg_device dev, int steps) {
     }
     int groups = (steps + GROUP - 1) / GROUP;
     cg_model_train(m);
+    if (graphed) { /* its first step is an ordinary one, its second records the graph */
+        CHECK(cg_step_graph_create(m, &sg));
+        for (int s = 0; s < 2; s++) CHECK(cg_step_graph_run(sg, x, y));
+        CHECK(cg_step_graph_sync(sg, NULL));
+    }
     CHECK(sync_device(dev));
     for (int g = 0; g < groups; g++) {
         double t0 = now_ms();
-        for (int s = 0; s < GROUP; s++) CHECK(queued_step(m, x, y, &loss));
-        CHECK(sync_device(dev));
+        for (int s = 0; s < GROUP; s++) CHECK(sg ? cg_step_graph_run(sg, x, y) : queued_step(m, x, y, &loss));
+        CHECK(sg ? cg_step_graph_sync(sg, NULL) : sync_device(dev));
         times[g] = (now_ms() - t0) / GROUP;
+    }
+    if (sg) {
+        cg_step_graph_stats gs;
+        CHECK(cg_step_graph_stats_get(sg, &gs));
+        if (gs.replays != gs.steps - 1) {
+            fprintf(stderr, "%s: %lld of %lld steps replayed a graph (%s)\n", w->name, (long long)gs.replays,
+                    (long long)gs.steps, gs.why_not);
+            goto fail;
+        }
     }
     {
         double v = 0; /* the timed steps must still be finite */
@@ -210,6 +228,7 @@ static double run(const workload *w, cg_device dev, int steps) {
     qsort(times, (size_t)groups, sizeof *times, cmp_double);
     result = times[groups / 2];
 fail:
+    cg_step_graph_free(sg);
     cg_tensor_release(x);
     cg_tensor_release(y);
     cg_tensor_release(yf);
@@ -268,7 +287,7 @@ int main(int argc, char **argv) {
     }
     int gpu = dev.type == CG_DEVICE_CUDA;
     printf("bench_mlp on %s, %d timed steps each (median of groups of %d)\n", cg_device_str(dev), steps, GROUP);
-    printf("%-32s %-13s %-5s %10s %10s %12s\n", "workload", "optimizer", "prec", "ms/step", "TFLOP/s", "Msamples/s");
+    printf("%-36s %-13s %-5s %10s %10s %12s\n", "workload", "optimizer", "prec", "ms/step", "TFLOP/s", "Msamples/s");
     char json[4096];
     int k = snprintf(json, sizeof json, "JSON {");
     int failed = 0;
@@ -279,19 +298,24 @@ int main(int argc, char **argv) {
             printf("%-32s skipped: %s matmul precision needs a CUDA device\n", w->name, prec_names[w->prec]);
             continue;
         }
-        double ms = run(w, dev, steps);
-        if (ms < 0) {
-            printf("%-32s FAILED (see stderr)\n", w->name);
-            failed = 1;
-            continue;
+        for (int graphed = 0; graphed <= gpu; graphed++) {
+            char key[64];
+            snprintf(key, sizeof key, "%s%s", w->name, graphed ? "_graph" : "");
+            double ms = run(w, dev, steps, graphed);
+            if (ms < 0) {
+                printf("%-36s FAILED (see stderr)\n", key);
+                failed = 1;
+                continue;
+            }
+            double flops = 0;
+            for (int d = 0; d + 1 < w->n_dims; d++)
+                flops += 6.0 * (double)w->batch * (double)(w->dims[d] * w->dims[d + 1]);
+            printf("%-36s %-13s %-5s %10.3f %10.3f %12.3f\n", key, opt_names[w->opt], prec_names[w->prec], ms,
+                   flops / ms / 1e9, (double)w->batch / ms / 1e3);
+            fflush(stdout);
+            if (k < (int)sizeof json - 100)
+                k += snprintf(json + k, sizeof json - (size_t)k, "%s\"%s\": %.6f", k > 6 ? ", " : "", key, ms);
         }
-        double flops = 0;
-        for (int d = 0; d + 1 < w->n_dims; d++) flops += 6.0 * (double)w->batch * (double)(w->dims[d] * w->dims[d + 1]);
-        printf("%-32s %-13s %-5s %10.3f %10.3f %12.3f\n", w->name, opt_names[w->opt], prec_names[w->prec], ms,
-               flops / ms / 1e9, (double)w->batch / ms / 1e3);
-        fflush(stdout);
-        if (k < (int)sizeof json - 100)
-            k += snprintf(json + k, sizeof json - (size_t)k, "%s\"%s\": %.6f", k > 6 ? ", " : "", w->name, ms);
     }
     printf("%s}\n", json);
 #ifdef CG_HAVE_CUDA

@@ -146,27 +146,6 @@ static cg_model *small_classifier(uint64_t seed) {
     return m;
 }
 
-/* Every tensor of the two models' state dicts (parameters, BatchNorm running statistics,
- * num_batches_tracked) is bit-identical and finite. */
-static void assert_same_state(cg_model *a, cg_model *b, const char *what) {
-    cg_state_dict *sa, *sb;
-    CGT_OK(cg_model_state_dict(a, &sa));
-    CGT_OK(cg_model_state_dict(b, &sb));
-    ck_assert_uint_eq(cg_state_dict_count(sa), cg_state_dict_count(sb));
-    for (size_t i = 0; i < cg_state_dict_count(sa); i++) {
-        const char *name = cg_state_dict_name_at(sa, i);
-        cg_tensor *ta = cg_state_dict_tensor_at(sa, i), *tb = cg_state_dict_get(sb, name);
-        ck_assert_ptr_nonnull(tb);
-        int64_t n = cg_tensor_numel(ta);
-        ck_assert_int_eq(n, cg_tensor_numel(tb));
-        double *va = cgt_read(ta), *vb = cgt_read(tb);
-        ck_assert_msg(cgt_all_finite(va, n), "%s: %s is not finite", what, name);
-        ck_assert_msg(memcmp(va, vb, (size_t)n * sizeof *va) == 0, "%s: %s differs from the clean run", what, name);
-        free(va), free(vb);
-    }
-    cg_state_dict_free(sa), cg_state_dict_free(sb);
-}
-
 /* After m's fit on (x, y) failed: m equals twin (built the same way) fitted one epoch on the
  * first `rows` rows with batch `batch` (`steps` optimizer steps), and still does after one more
  * clean epoch on both, which holds only if the dropout stream was put back too. */
@@ -179,9 +158,9 @@ static void assert_like_clean_prefix(cg_model *m, cg_model *twin, const cg_tenso
     one.shuffle = 0;
     CGT_OK(cg_model_fit(twin, xp, yp, &one, NULL));
     ck_assert_int_eq(cg_optimizer_steps(cg_model_optimizer(m)), steps);
-    assert_same_state(m, twin, "after the failed fit");
+    cgt_assert_same_state(m, twin, "after the failed fit");
     for (int k = 0; k < 2; k++) CGT_OK(cg_model_fit(k ? twin : m, xp, yp, &one, NULL));
-    assert_same_state(m, twin, "one clean epoch later");
+    cgt_assert_same_state(m, twin, "one clean epoch later");
     cg_tensor_release(xp), cg_tensor_release(yp);
 }
 
@@ -401,10 +380,10 @@ START_TEST(failed_step_leaves_batchnorm_as_it_was) {
     xd[5 * 6] = NAN; /* row 5 of xb, a view of x */
     CGT_FAILS(cg_model_train_step(m, xb, yb, &loss), CG_E_NUMERIC, "loss is nan");
     ck_assert(isnan(loss));
-    assert_same_state(m, twin, "after a train_step on a NaN batch");
+    cgt_assert_same_state(m, twin, "after a train_step on a NaN batch");
     xd[5 * 6] = 0.25f;
     for (int k = 0; k < 2; k++) CGT_OK(cg_model_train_step(k ? twin : m, xb, yb, &loss));
-    assert_same_state(m, twin, "one clean step later");
+    cgt_assert_same_state(m, twin, "one clean step later");
     cg_tensor_release(xb), cg_tensor_release(yb);
     cg_model_free(m), cg_model_free(twin);
     cg_tensor_release(x), cg_tensor_release(y);

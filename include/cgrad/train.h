@@ -30,6 +30,46 @@ CG_API cg_optimizer *cg_model_optimizer(cg_model *m);
  * the parameters are left unchanged. */
 CG_API cg_status cg_model_train_step(cg_model *m, const cg_tensor *x, const cg_tensor *y, double *loss);
 
+/* ---- a training step recorded once, replayed many times (CUDA graphs) ----
+ * The step of cg_model_train_step (zero grads, forward, loss, backward, optimizer step) for
+ * batches of one shape, queued without waiting for the device. On a GPU the first step runs
+ * as usual (it creates the optimizer state), the second is recorded as a CUDA graph and
+ * every later one replays it: one launch a step instead of one per kernel, the host-side
+ * graph and allocations not rebuilt. What changes between steps (the learning rate and
+ * bias corrections, the dropout stream) is written to device memory before each replay, so
+ * every step computes what cg_model_train_step would: the same bits. A batch of another
+ * shape (a last, smaller batch) runs as an ordinary step. On the CPU, or when the step
+ * cannot be recorded (cg_step_graph_stats says why), every step runs as an ordinary one.
+ *
+ *   cg_step_graph *g;
+ *   cg_step_graph_create(m, &g);
+ *   for (...) cg_step_graph_run(g, xb, yb);   // queued; no host wait
+ *   cg_step_graph_sync(g, &loss);             // waits; the last step's loss
+ *   cg_step_graph_free(g);
+ *
+ * A non-finite loss or gradient makes the step skip its update on the device, and every
+ * later step too (as in fit); the next cg_step_graph_sync returns CG_E_NUMERIC naming the
+ * step, with the model as it was before it (parameters, optimizer counters, BatchNorm
+ * statistics and counters, the dropout stream). Not thread-safe: one thread steps a model.
+ * A model moved, recompiled or loaded since the recording is recorded again at the next
+ * step. Free the graph before the model. */
+typedef struct cg_step_graph cg_step_graph;
+typedef struct cg_step_graph_stats {
+    int64_t steps;    /* steps run through the graph object */
+    int64_t replays;  /* of them, replays of the recorded graph */
+    int recorded;     /* 1: a graph is recorded and in use */
+    char why_not[256]; /* when steps run without a graph: why ("" otherwise) */
+} cg_step_graph_stats;
+/* m: compiled (cg_model_compile). */
+CG_API cg_status cg_step_graph_create(cg_model *m, cg_step_graph **out);
+/* One training step on (x, y), queued. x and y on any device (copied to the model's). */
+CG_API cg_status cg_step_graph_run(cg_step_graph *g, const cg_tensor *x, const cg_tensor *y);
+/* Waits for the queued steps. *last_loss (may be NULL): the loss of the last step. */
+CG_API cg_status cg_step_graph_sync(cg_step_graph *g, double *last_loss);
+CG_API cg_status cg_step_graph_stats_get(const cg_step_graph *g, cg_step_graph_stats *out);
+/* Waits for the queued steps (a failure among them is dropped: sync first to see it). */
+CG_API void cg_step_graph_free(cg_step_graph *g);
+
 /* Logs of one epoch; NaN marks values not computed (no validation, no accuracy). */
 typedef struct cg_epoch_logs {
     int epoch; /* 0-based */

@@ -8,8 +8,8 @@
 #include "nn_internal.h"
 
 /* act: the activation fused into a linear layer (the next layer, then skipped) */
-static cg_status layer_forward(const cg_layer *l, int idx, const cg_tensor *x, int training, cg_rng *rng,
-                               cg_linear_act act, cg_tensor **y) {
+static cg_status layer_forward(const cg_model *m, const cg_layer *l, int idx, const cg_tensor *x, int training,
+                               cg_rng *rng, cg_linear_act act, cg_tensor **y) {
     switch (l->kind) {
     case CG_LAYER_LINEAR: {
         if (x->ndim != 2 || x->shape[1] != l->in) {
@@ -29,7 +29,7 @@ static cg_status layer_forward(const cg_layer *l, int idx, const cg_tensor *x, i
         case CG_ACT_SIGMOID: return cg_sigmoid(x, y);
         default: return CG_FAIL(CG_E_INTERNAL, "layer %d: unknown activation", idx);
         }
-    case CG_LAYER_DROPOUT: return cg_dropout(x, l->p, training, rng, y);
+    case CG_LAYER_DROPOUT: return cg__dropout(x, l->p, training, rng, m->rng_shift_dev, y);
     case CG_LAYER_BATCHNORM1D: {
         cg_status st = cg_batchnorm(x, l->w, l->b, l->running_mean, l->running_var, training, l->momentum, l->eps, y);
         /* num_batches_tracked counts on the host; state dicts write it into the tensor */
@@ -64,7 +64,7 @@ static cg_status forward_layers(const cg_model *m, const cg_tensor *x, int train
         /* Linear followed by ReLU runs as one op (bias and ReLU in the matmul's epilogue on a GPU) */
         int fuse = l->kind == CG_LAYER_LINEAR && next && next->kind == CG_LAYER_ACTIVATION && next->act == CG_ACT_RELU;
         cg_tensor *nx = NULL;
-        CG_TRY(layer_forward(l, i, out, training, rng, fuse ? CG_LINEAR_RELU : CG_LINEAR_NONE, &nx));
+        CG_TRY(layer_forward(m, l, i, out, training, rng, fuse ? CG_LINEAR_RELU : CG_LINEAR_NONE, &nx));
         out = nx;
         i += fuse;
     }

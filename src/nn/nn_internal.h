@@ -3,6 +3,7 @@
 #define CG_NN_INTERNAL_H
 
 #include "../internal.h"
+#include "../optim_math.h"
 #include "cgrad/nn.h"
 #include "cgrad/optim.h"
 #include "cgrad/train.h"
@@ -52,6 +53,9 @@ struct cg_model {
     cg_entry *entries;
     int n_entries, n_params;
     cg_rng rng; /* dropout stream */
+    /* a CUDA graph of a training step being recorded (src/train/step_graph.c): the device
+     * word each replay sets to its advance of the dropout stream; NULL otherwise */
+    const uint64_t *rng_shift_dev;
     /* compiled state */
     cg_optimizer *opt;
     cg_loss_config loss;
@@ -110,6 +114,15 @@ cg_status cg__optimizer_step_gated(cg_optimizer *o, cg_tensor *gate, int *update
 cg_status cg__optimizer_step_ex(cg_optimizer *o, int *updated);
 /* Takes back the step counters of the last n steps, which the gate turned into no-ops. */
 void cg__optimizer_unstep(cg_optimizer *o, int64_t n);
+/* CUDA graphs of a training step (src/train/step_graph.c). set_graph_coef: while a step is
+ * recorded, its update reads the coefficients from coef_dev (device memory; NULL: off).
+ * replay_step: what a step does on the host for a model optimizer, without the kernel: the
+ * coefficients of the next update (for coef_dev) and every counter advanced. */
+void cg__optimizer_set_graph_coef(cg_optimizer *o, const void *coef_dev);
+cg_status cg__optimizer_replay_step(cg_optimizer *o, cg_optim_coef *coef);
+/* The device memory of group 0's state (which 0: momentum / exp_avg, 1: exp_avg_sq), or NULL:
+ * a recorded step holds these addresses. */
+const void *cg__optimizer_state_data(const cg_optimizer *o, int which);
 
 /* Parse a double/int64 from a metadata string (0 on success). */
 int cg__parse_f64(const char *s, double *v);

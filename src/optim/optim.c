@@ -21,6 +21,7 @@ struct cg_optimizer {
     cg_tensor *sq;    /* squared global gradient norm of the last clipped step (f64 scalar, device) */
     int norm_pending; /* last_norm is still on the device, in sq */
     double last_lr;   /* used by the last step */
+    const void *coef_dev; /* a CUDA graph being recorded: where its replays write the coefficients */
 };
 
 static const char *optim_names[CG_OPTIM_TYPE_COUNT] = {"sgd", "adam", "adamw"};
@@ -301,6 +302,36 @@ static cg_status device_sumsq(cg_optimizer *o, cg_device dev) {
     return CG_OK;
 }
 
+/* The update of group i at learning rate lr (gate, clipping and graph fields left 0). */
+static cg_optim_call group_call(const cg_optimizer *o, int i, double lr) {
+    const cg_optim_config *c = &o->cfg;
+    int need_m = c->type != CG_SGD || c->momentum != 0.0;
+    cg_optim_call call = {
+        .kind = c->type == CG_SGD ? CG_OPTIM_SGD : c->type == CG_ADAM ? CG_OPTIM_ADAM : CG_OPTIM_ADAMW,
+        .param = group_param(o, i),
+        .grad = group_grad(o, i),
+        .m = need_m ? o->m[i] : NULL,
+        .v = c->type != CG_SGD ? o->v[i] : NULL,
+        .lr = lr,
+        .momentum = c->momentum,
+        .dampening = c->dampening,
+        .weight_decay = c->weight_decay,
+        .beta1 = c->beta1,
+        .beta2 = c->beta2,
+        .eps = c->eps,
+        .nesterov = c->nesterov,
+        .step = o->gsteps[i] + 1,
+    };
+    return call;
+}
+
+/* The step counters after a step at lr (each group counts its own updates). */
+static void advance(cg_optimizer *o, double lr) {
+    o->steps++;
+    o->last_lr = lr;
+    if (!o->cfg.schedule.per_epoch) o->sched_pos++;
+}
+
 /* One update. gate: see cg_optim_call (NULL: none); it first absorbs 0 * the squared norm
  * (clipping) or 0 * the sum of the gradients, so a non-finite gradient skips this step and
  * every later gated one. wait: read
@@ -357,35 +388,39 @@ static cg_status step_impl(cg_optimizer *o, cg_tensor *gate, int wait, int *upda
         if (c->type != CG_SGD) CG_TRY(ensure_state(&o->v[i], p));
     }
     for (int i = 0; i < o->n_groups; i++) {
-        cg_tensor *p = group_param(o, i), *g = group_grad(o, i);
-        if (!g) continue;
-        cg_optim_call call = {
-            .kind = c->type == CG_SGD ? CG_OPTIM_SGD : c->type == CG_ADAM ? CG_OPTIM_ADAM : CG_OPTIM_ADAMW,
-            .param = p,
-            .grad = g,
-            .m = need_m ? o->m[i] : NULL,
-            .v = c->type != CG_SGD ? o->v[i] : NULL,
-            .lr = lr,
-            .momentum = c->momentum,
-            .dampening = c->dampening,
-            .weight_decay = c->weight_decay,
-            .beta1 = c->beta1,
-            .beta2 = c->beta2,
-            .eps = c->eps,
-            .nesterov = c->nesterov,
-            .step = o->gsteps[i] + 1,
-            .gate = gate,
-            .clip_sumsq = clip_sq,
-            .clip_max = c->clip_norm,
-        };
+        cg_tensor *p = group_param(o, i);
+        if (!group_grad(o, i)) continue;
+        cg_optim_call call = group_call(o, i, lr);
+        call.gate = gate;
+        call.clip_sumsq = clip_sq;
+        call.clip_max = c->clip_norm;
+        call.coef_dev = o->coef_dev;
         *updated = 1; /* from here a failure may leave a parameter changed */
         CG_TRY(cg__backend(p->st->dev)->optim(&call));
         cg__bump_version(p);
         o->gsteps[i]++;
     }
-    o->steps++;
-    o->last_lr = lr;
-    if (!c->schedule.per_epoch) o->sched_pos++;
+    advance(o, lr);
+    return CG_OK;
+}
+
+void cg__optimizer_set_graph_coef(cg_optimizer *o, const void *coef_dev) { o->coef_dev = coef_dev; }
+
+const void *cg__optimizer_state_data(const cg_optimizer *o, int which) {
+    const cg_tensor *t = o->n_groups > 0 ? (which ? o->v[0] : o->m[0]) : NULL;
+    return t ? cg__ptr(t) : NULL;
+}
+
+cg_status cg__optimizer_replay_step(cg_optimizer *o, cg_optim_coef *coef) {
+    if (!o->model) return CG_FAIL(CG_E_INTERNAL, "optimizer: a replayed step needs a model optimizer");
+    if (!group_grad(o, 0)) return CG_FAIL(CG_E_STATE, "optimizer: the model has no gradient buffer to replay a step on");
+    double lr = cg_lr_at(&o->cfg.schedule, o->cfg.lr, o->sched_pos);
+    cg_optim_call call = group_call(o, 0, lr);
+    *coef = cg_optim_call_coef(&call);
+    if (o->cfg.clip_norm > 0) o->norm_pending = 1; /* the replay's kernel leaves the norm in o->sq */
+    cg__bump_version(group_param(o, 0));
+    o->gsteps[0]++;
+    advance(o, lr);
     return CG_OK;
 }
 

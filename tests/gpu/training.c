@@ -360,6 +360,140 @@ START_TEST(fit_bad_label_like_cpu) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------- recorded training steps */
+
+/* 12 -> Linear (no bias) -> BatchNorm -> ReLU -> Dropout 0.25 -> 5 classes; AdamW with a
+ * clipped norm or Nesterov SGD with weight decay, both with a step schedule (the learning
+ * rate changes every second step: a replay must not reuse the recorded one) */
+static cg_model *graph_model(cg_device dev, int sgd) {
+    cg_model *m;
+    CGT_OK(cg_model_create(dev, CG_F32, 11, &m));
+    CGT_OK(cg_model_add_linear(m, 12, 32, 0, CG_INIT_AUTO));
+    CGT_OK(cg_model_add_batchnorm1d(m, 32, 0, 0));
+    CGT_OK(cg_model_add_activation(m, CG_ACT_RELU, 0));
+    CGT_OK(cg_model_add_dropout(m, 0.25));
+    CGT_OK(cg_model_add_dense(m, 32, 5, CG_ACT_NONE));
+    cg_optim_config o = sgd ? cg_optim_sgd(0.05, 0.9, 1, 1e-3) : cg_optim_adamw(1e-2, 0.01);
+    o.clip_norm = sgd ? 0.0 : 0.5;
+    o.schedule.kind = CG_SCHED_STEP;
+    o.schedule.step_size = 2;
+    o.schedule.gamma = 0.7;
+    cg_loss_config l = cg_loss_config_default(CG_LOSS_CROSS_ENTROPY);
+    CGT_OK(cg_model_compile(m, &o, &l, 0));
+    return m;
+}
+
+/* every state-dict tensor, the optimizer's step count and the dropout stream: equal bits */
+static void assert_same_model(cg_model *a, cg_model *b, const char *what) {
+    cgt_assert_same_state(a, b, what);
+    ck_assert_int_eq(cg_optimizer_steps(cg_model_optimizer(a)), cg_optimizer_steps(cg_model_optimizer(b)));
+    ck_assert_uint_eq(cg_model_rng(a).offset, cg_model_rng(b).offset);
+}
+
+/* Batches b0 .. b1-1 through g (model m) and through cg_model_train_step (ref), then a sync:
+ * the same last loss, the same model. */
+static void steps_match(cg_step_graph *g, cg_model *ref, cg_model *m, cg_tensor **x, cg_tensor **y, int b0, int b1,
+                        const char *what) {
+    double lref = 0, lg = 0;
+    for (int b = b0; b < b1; b++) {
+        CGT_OK(cg_step_graph_run(g, x[b], y[b]));
+        CGT_OK(cg_model_train_step(ref, x[b], y[b], &lref));
+    }
+    CGT_OK(cg_step_graph_sync(g, &lg));
+    ck_assert_msg(lg == lref, "%s: last loss %.17g, cg_model_train_step's %.17g", what, lg, lref);
+    assert_same_model(ref, m, what);
+}
+
+/* cg_step_graph computes what cg_model_train_step computes, bit for bit: on the GPU one
+ * ordinary step, then a recorded CUDA graph replayed with each step's learning rate, bias
+ * corrections and dropout stream (and an ordinary step for a last, shorter batch); on the
+ * CPU every step is an ordinary one. A NaN in batch 6 of 7 queued steps: the sync names
+ * step 6, and the model is the reference's after 5 steps (the failing step and the one
+ * queued after it took back: parameters, BatchNorm statistics and counters, optimizer,
+ * dropout stream); the steps after the sync match again, and so do those after both
+ * models were compiled again (a new optimizer: one ordinary step, then a new recording).
+ * With CGEMU_CAPTURE_REFUSE set (the emulator's ctest test_gpu_emu_lt_half) every recording
+ * fails, and every step is an ordinary one, with the same bits. */
+START_TEST(step_graph_matches_train_step) {
+    cgt_rand r = cgt_rand_make("step graph");
+    enum { NB = 9 };
+    int64_t rows[NB] = {16, 16, 16, 16, 16, 16, 16, 16, 7};
+    double *xv[NB], *yv[NB];
+    for (int b = 0; b < NB; b++) {
+        xv[b] = randn_arr(&r, rows[b] * 12, 0, 1);
+        yv[b] = malloc((size_t)rows[b] * sizeof *yv[b]);
+        for (int64_t i = 0; i < rows[b]; i++) yv[b][i] = (double)((i * 7 + b) % 5), xv[b][i * 12 + i % 5] += 1.5;
+    }
+    for (int dv = 0; dv < 2; dv++)
+        for (int sgd = 0; sgd < 2; sgd++)
+            for (int bad = 0; bad < 2; bad++) {
+                cg_device dev = dv ? GPU : CG_CPU;
+                const char *refuse = getenv("CGEMU_CAPTURE_REFUSE");
+                int graphs = cg__backend(dev)->graph_begin != NULL, refused = graphs && refuse && *refuse;
+                double nan_at = xv[5][3];
+                if (bad) xv[5][3] = NAN;
+                cg_tensor *x[NB], *y[NB];
+                for (int b = 0; b < NB; b++) {
+                    int64_t s[2] = {rows[b], 12};
+                    x[b] = cgt_tensor(xv[b], s, 2, CG_F32, CG_CPU); /* uploaded by each step, as fit's would be */
+                    y[b] = cgt_tensor(yv[b], &rows[b], 1, CG_I64, dev);
+                }
+                cg_model *ref = graph_model(dev, sgd), *m = graph_model(dev, sgd);
+                cg_step_graph *g;
+                CGT_OK(cg_step_graph_create(m, &g));
+                if (bad) {
+                    double lref = 0, lg = 0;
+                    for (int b = 0; b < 7; b++) {
+                        CGT_OK(cg_step_graph_run(g, x[b], y[b]));
+                        if (b < 5) CGT_OK(cg_model_train_step(ref, x[b], y[b], &lref));
+                        if (b == 5)
+                            CGT_FAILS(cg_model_train_step(ref, x[b], y[b], &lref), CG_E_NUMERIC, "nothing was updated");
+                    }
+                    CGT_FAILS(cg_step_graph_sync(g, &lg), CG_E_NUMERIC, "step 6 of 7 since the last sync");
+                    assert_same_model(ref, m, "after the failed sync");
+                    steps_match(g, ref, m, x, y, 6, NB, "after the short batch");
+                } else {
+                    steps_match(g, ref, m, x, y, 0, 7, "after 7 steps");
+                    steps_match(g, ref, m, x, y, 7, NB, "after the short batch");
+                }
+                cg_step_graph_stats st;
+                CGT_OK(cg_step_graph_stats_get(g, &st));
+                ck_assert_int_eq(st.steps, bad ? 10 : 9);
+                if (graphs && !refused) { /* the first and the short batch ran as ordinary steps */
+                    ck_assert_msg(st.recorded && st.replays == st.steps - 2, "replays %lld of %lld steps (%s)",
+                                  (long long)st.replays, (long long)st.steps, st.why_not);
+                } else {
+                    ck_assert_int_eq(st.replays, 0);
+                    ck_assert(!st.recorded);
+                    ck_assert_msg(strstr(st.why_not, graphs ? "could not be recorded" : "has no graphs"), "why not: %s",
+                                  st.why_not);
+                }
+                /* labels that do not match the batch: both fail before the update and take back what the
+                   forward changed (BatchNorm statistics and counter, dropout stream) */
+                int64_t wrong = 15;
+                cg_tensor *yw = cgt_tensor(yv[0], &wrong, 1, CG_I64, dev);
+                CGT_FAILS(cg_step_graph_run(g, x[0], yw), CG_E_SHAPE, "15");
+                CGT_FAILS(cg_model_train_step(ref, x[0], yw, NULL), CG_E_SHAPE, "15");
+                cg_tensor_release(yw);
+                assert_same_model(ref, m, "after a failed step");
+                /* compiled again: a new optimizer; its first step is ordinary, then recorded again */
+                cg_optim_config o = *cg_optimizer_config(cg_model_optimizer(m));
+                cg_loss_config l = cg_loss_config_default(CG_LOSS_CROSS_ENTROPY);
+                CGT_OK(cg_model_compile(m, &o, &l, 0));
+                CGT_OK(cg_model_compile(ref, &o, &l, 0));
+                steps_match(g, ref, m, x, y, 0, 4, "after compiling again");
+                cg_step_graph_stats st2;
+                CGT_OK(cg_step_graph_stats_get(g, &st2));
+                ck_assert_int_eq(st2.replays - st.replays, graphs && !refused ? 3 : 0);
+                cg_step_graph_free(g);
+                cg_model_free(ref), cg_model_free(m);
+                for (int b = 0; b < NB; b++) cg_tensor_release(x[b]), cg_tensor_release(y[b]);
+                xv[5][3] = nan_at;
+            }
+    for (int b = 0; b < NB; b++) free(xv[b]), free(yv[b]);
+}
+END_TEST
+
 void gpu_add_training(TCase *ops, TCase *large) {
     (void)large;
     tcase_add_test(ops, optimizers_match_cpu);
@@ -369,4 +503,5 @@ void gpu_add_training(TCase *ops, TCase *large) {
     tcase_add_test(ops, fit_restores_batchnorm_like_cpu);
     tcase_add_test(ops, predict_threads_match_one_thread);
     tcase_add_test(ops, fit_bad_label_like_cpu);
+    tcase_add_test(ops, step_graph_matches_train_step);
 }

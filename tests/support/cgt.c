@@ -230,3 +230,22 @@ void cgt_temp_file(char buf[32]) {
     ck_assert_int_ge(fd, 0);
     close(fd);
 }
+
+void cgt_assert_same_state(cg_model *a, cg_model *b, const char *what) {
+    cg_state_dict *sa, *sb;
+    CGT_OK(cg_model_state_dict(a, &sa));
+    CGT_OK(cg_model_state_dict(b, &sb));
+    ck_assert_uint_eq(cg_state_dict_count(sa), cg_state_dict_count(sb));
+    for (size_t i = 0; i < cg_state_dict_count(sa); i++) {
+        const char *name = cg_state_dict_name_at(sa, i);
+        cg_tensor *ta = cg_state_dict_tensor_at(sa, i), *tb = cg_state_dict_get(sb, name);
+        ck_assert_ptr_nonnull(tb);
+        int64_t n = cg_tensor_numel(ta);
+        ck_assert_int_eq(n, cg_tensor_numel(tb));
+        double *va = cgt_read(ta), *vb = cgt_read(tb);
+        ck_assert_msg(cgt_all_finite(va, n) && cgt_all_finite(vb, n), "%s: %s is not finite", what, name);
+        ck_assert_msg(memcmp(va, vb, (size_t)n * sizeof *va) == 0, "%s: %s differs", what, name);
+        free(va), free(vb);
+    }
+    cg_state_dict_free(sa), cg_state_dict_free(sb);
+}

@@ -85,6 +85,9 @@ int cgt_close(double got, double ref, cgt_tol tol);
 /* Index of the first element out of tolerance, or -1. */
 int64_t cgt_first_mismatch(const double *got, const double *ref, int64_t n, cgt_tol tol);
 int cgt_all_finite(const double *v, int64_t n);
+/* Every tensor of two models' state dicts (parameters, BatchNorm running statistics,
+ * num_batches_tracked) is bit-identical and finite; what names the moment in messages. */
+void cgt_assert_same_state(cg_model *a, cg_model *b, const char *what);
 
 #define CGT_ASSERT_CLOSE_ARR(got, ref, n, tol, what)                                                          \
     do {                                                                                                      \

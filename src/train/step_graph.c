@@ -1,0 +1,372 @@
+/* A training step recorded once and replayed (include/cgrad/train.h, cg_step_graph).
+ *
+ * Every step, ordinary or recorded, is step_body: zero grads, forward, loss, backward and
+ * the gated optimizer update, with the bookkeeping the host reads at sync queued on the
+ * device (no host wait):
+ *   log[LOSS]  = the step's loss;      log[GUARD] += 0 * loss (and the optimizer adds 0 * the
+ *   gradients): NaN from the first bad step on, and then every update is skipped;
+ *   log[FIRST] = log[DONE] copied while the guard is finite, then log[DONE] += 1: the index
+ *   (since the last sync) of the first bad step; undo = the BatchNorm statistics, copied at
+ *   the start of each step while the guard is finite: those before the first bad step.
+ * The host keeps the dropout stream at the start of each step since the last sync, so that
+ * sync can put everything back as it was before the first bad step.
+ *
+ * Recording (backend graph_begin/graph_end): the second step of a shape runs step_body on
+ * static copies of x and y while the backend records it. Two things change between steps
+ * that the kernels take as arguments: the optimizer's coefficients (learning rate, bias
+ * corrections) and the dropout stream's offset. While recording, the optimizer reads its
+ * coefficients from dyn.coef and each dropout adds dyn.shift to its offset; before each
+ * launch the host computes both as an ordinary step would (cg__optimizer_replay_step; the
+ * stream's position now minus at recording) and writes them with set_bytes. */
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../backend.h"
+#include "train_internal.h"
+
+enum { LOSS, GUARD, DONE, FIRST, ONE, N_LOG };
+#define N_HELD 6
+
+typedef struct step_dyn { /* what a replay reads from device memory */
+    uint64_t shift;       /* dropout: the stream's advance since the recorded step */
+    uint64_t pad;
+    cg_optim_coef coef;   /* the update's coefficients */
+} step_dyn;
+
+typedef struct shape_key {
+    int ndim[2];
+    int64_t shape[2][CG_MAX_DIMS];
+    cg_dtype dt[2];
+} shape_key;
+
+struct cg_step_graph {
+    cg_model *m;
+    cg_device dev; /* the model's at creation */
+    const cg_backend *be;
+    cg_tensor *log, *at[N_LOG]; /* f64 slots on the model's device */
+    cg_tensor *undo;            /* BatchNorm statistics before the first bad step (NULL: none) */
+    cg_tensor *dyn;             /* step_dyn, on the device */
+    /* host record of the steps since the last sync */
+    cg_rng *rng_at;
+    int64_t *tracked_at; /* per step, per layer: num_batches_tracked at the step's start */
+    int64_t n, cap;
+    /* the recorded step */
+    int have_key, recorded, give_up;
+    shape_key key;
+    cg_tensor *xs, *ys; /* static inputs */
+    void *graph;
+    uint64_t rng0, rng_adv; /* the stream at the recorded step, and its advance per step */
+    /* the model's memory (held_by_model) after the last ordinary step, and at the recording */
+    const void *warm[N_HELD], *rec[N_HELD];
+    cg_step_graph_stats stats;
+};
+
+static shape_key key_of(const cg_tensor *x, const cg_tensor *y) {
+    shape_key k;
+    memset(&k, 0, sizeof k);
+    const cg_tensor *t[2] = {x, y};
+    for (int i = 0; i < 2; i++) {
+        k.ndim[i] = t[i]->ndim;
+        memcpy(k.shape[i], t[i]->shape, sizeof(int64_t) * (size_t)t[i]->ndim);
+        k.dt[i] = t[i]->dtype;
+    }
+    return k;
+}
+
+/* Room for one more step in the host record; saves its start. */
+static cg_status record_start(cg_step_graph *g) {
+    cg_model *m = g->m;
+    if (g->n == g->cap) {
+        int64_t cap = g->cap ? 2 * g->cap : 64;
+        cg_rng *r = realloc(g->rng_at, sizeof *r * (size_t)cap);
+        if (r) g->rng_at = r;
+        int64_t *t = realloc(g->tracked_at, sizeof *t * (size_t)(cap * m->n_layers + 1));
+        if (t) g->tracked_at = t;
+        if (!r || !t) return CG_FAIL(CG_E_OOM, "cg_step_graph_run: out of host memory");
+        g->cap = cap;
+    }
+    g->rng_at[g->n] = m->rng;
+    for (int i = 0; i < m->n_layers; i++) g->tracked_at[g->n * m->n_layers + i] = m->layers[i].tracked;
+    return CG_OK;
+}
+
+/* Puts the host-side state back to the start of step k of the record. */
+static void host_back_to(cg_step_graph *g, int64_t k) {
+    cg_model *m = g->m;
+    m->rng = g->rng_at[k];
+    for (int i = 0; i < m->n_layers; i++) m->layers[i].tracked = g->tracked_at[k * m->n_layers + i];
+}
+
+/* One step on (x, y) inside the caller's scope; queued. *updated: the update was queued. */
+static cg_status step_body(cg_step_graph *g, const cg_tensor *x, const cg_tensor *y, int *updated) {
+    cg_model *m = g->m;
+    cg_tensor *out = NULL, *l = NULL;
+    *updated = 0;
+    if (g->undo) CG_TRY(cg__copy_gated(g->undo, m->stats, g->at[GUARD]));
+    CG_TRY(cg__copy_gated(g->at[FIRST], g->at[DONE], g->at[GUARD]));
+    CG_TRY(cg__reduce_to(g->at[DONE], g->at[ONE], 1.0, 0, 1));
+    CG_TRY(cg_model_zero_grad(m));
+    CG_TRY(cg__model_forward_impl(m, x, 1, &m->rng, &out));
+    CG_TRY(cg_loss(&m->loss, out, y, &l));
+    CG_TRY(cg__reduce_to(g->at[LOSS], l, 1.0, 0, 0));
+    CG_TRY(cg__reduce_to(g->at[GUARD], l, 0.0, 0, 1));
+    CG_TRY(cg_backward(l));
+    return cg__optimizer_step_gated(m->opt, g->at[GUARD], updated);
+}
+
+/* An ordinary step, recorded in the host record. */
+static cg_status eager_step(cg_step_graph *g, const cg_tensor *x, const cg_tensor *y) {
+    CG_TRY(record_start(g));
+    cg_model *m = g->m;
+    int was = m->training, updated = 0;
+    m->training = 1;
+    cg_status st = cg_scope_begin();
+    if (st == CG_OK) {
+        st = step_body(g, x, y, &updated);
+        cg_scope_end();
+    }
+    m->training = was;
+    if (st != CG_OK && !updated) { /* nothing was updated: what the forward changed goes back too */
+        host_back_to(g, g->n);
+        if (g->undo) {
+            cg_status rs = cg__backend(m->dev)->copy_strided(m->stats, g->undo);
+            cg__bump_version(m->stats);
+            if (rs != CG_OK) return rs;
+        }
+        return st;
+    }
+    g->n++; /* counted even when it failed after its update was queued: sync accounts for it */
+    g->stats.steps++;
+    return st;
+}
+
+/* The model and optimizer memory a recording holds: a change (cg_model_to, a loaded state
+ * dict, a new optimizer) means recording again, not replaying onto freed memory. */
+static void held_by_model(const cg_step_graph *g, const void **held) {
+    const cg_model *m = g->m;
+    held[0] = m->flat ? cg__ptr(m->flat) : NULL;
+    held[1] = m->gflat ? cg__ptr(m->gflat) : NULL;
+    held[2] = m->stats ? cg__ptr(m->stats) : NULL;
+    held[3] = m->opt;
+    held[4] = m->opt ? cg__optimizer_state_data(m->opt, 0) : NULL;
+    held[5] = m->opt ? cg__optimizer_state_data(m->opt, 1) : NULL;
+}
+
+static void drop_graph(cg_step_graph *g) {
+    if (g->graph) g->be->graph_free(g->graph);
+    g->graph = NULL;
+    g->recorded = 0;
+}
+
+/* Records step_body on the static inputs; the step itself runs at the first launch. On
+ * CG_E_UNSUPPORTED (not recordable) the caller runs the step as an ordinary one. */
+static cg_status record(cg_step_graph *g) {
+    cg_model *m = g->m;
+    step_dyn *dyn = cg__ptr(g->dyn);
+    CG_TRY(record_start(g));
+    g->rng0 = m->rng.offset;
+    m->rng_shift_dev = &dyn->shift;
+    cg__optimizer_set_graph_coef(m->opt, &dyn->coef);
+    int was = m->training, updated = 0;
+    m->training = 1;
+    cg_status st = g->be->graph_begin(m->dev.index, &g->graph);
+    if (st == CG_OK) {
+        st = cg_scope_begin();
+        if (st == CG_OK) {
+            st = step_body(g, g->xs, g->ys, &updated);
+            cg_scope_end(); /* the temporaries go back to the graph's pool */
+        }
+        cg_status es = g->be->graph_end(g->graph);
+        if (st == CG_OK) st = es;
+    }
+    m->training = was;
+    m->rng_shift_dev = NULL;
+    cg__optimizer_set_graph_coef(m->opt, NULL);
+    if (st != CG_OK) { /* nothing ran: the host state of the step goes back */
+        if (updated) cg__optimizer_unstep(m->opt, 1);
+        host_back_to(g, g->n);
+        drop_graph(g);
+        return st;
+    }
+    g->rng_adv = m->rng.offset - g->rng0;
+    held_by_model(g, g->rec);
+    host_back_to(g, g->n); /* the first launch is this step: it advances like every replay */
+    cg__optimizer_unstep(m->opt, 1);
+    g->recorded = 1;
+    return CG_OK;
+}
+
+/* One replay: this step's coefficients and dropout shift, then the launch. */
+static cg_status replay(cg_step_graph *g) {
+    cg_model *m = g->m;
+    CG_TRY(record_start(g));
+    step_dyn d;
+    memset(&d, 0, sizeof d);
+    CG_TRY(cg__optimizer_replay_step(m->opt, &d.coef));
+    d.shift = m->rng.offset - g->rng0;
+    cg_status st = g->be->set_bytes(m->dev.index, cg__ptr(g->dyn), &d, sizeof d);
+    if (st == CG_OK) st = g->be->graph_launch(g->graph);
+    if (st != CG_OK) { /* nothing of this step was queued */
+        cg__optimizer_unstep(m->opt, 1);
+        return st;
+    }
+    m->rng.offset += g->rng_adv;
+    for (int i = 0; i < m->n_layers; i++)
+        if (m->layers[i].kind == CG_LAYER_BATCHNORM1D) m->layers[i].tracked++;
+    if (m->gflat) cg__bump_version(m->gflat);
+    if (m->stats) cg__bump_version(m->stats);
+    g->n++;
+    g->stats.steps++;
+    g->stats.replays++;
+    return CG_OK;
+}
+
+/* An ordinary step; the model's memory after it is the warm fingerprint. */
+static cg_status warm_step(cg_step_graph *g, const cg_tensor *x, const cg_tensor *y) {
+    cg_status st = eager_step(g, x, y);
+    held_by_model(g, g->warm);
+    return st;
+}
+
+cg_status cg_step_graph_run(cg_step_graph *g, const cg_tensor *x, const cg_tensor *y) {
+    CG_ARG_NOT_NULL(g, "cg_step_graph_run");
+    CG_ARG_NOT_NULL(x, "cg_step_graph_run");
+    CG_ARG_NOT_NULL(y, "cg_step_graph_run");
+    if (x->ndim > CG_MAX_DIMS || y->ndim > CG_MAX_DIMS) return CG_FAIL(CG_E_SHAPE, "cg_step_graph_run: too many dims");
+    if (!cg__same_device(g->m->dev, g->dev)) {
+        char a[32], b[32];
+        snprintf(a, sizeof a, "%s", cg_device_str(g->dev));
+        snprintf(b, sizeof b, "%s", cg_device_str(g->m->dev));
+        return CG_FAIL(CG_E_DEVICE, "cg_step_graph_run: the model moved from %s to %s since the step graph was made; "
+                                    "free it and create a new one", a, b);
+    }
+    shape_key k = key_of(x, y);
+    if (!g->have_key) { /* the first step's shape is the one recorded */
+        g->key = k;
+        g->have_key = 1;
+    }
+    int same_shape = memcmp(&k, &g->key, sizeof k) == 0;
+    const void *now[N_HELD];
+    held_by_model(g, now);
+    if (g->recorded && memcmp(now, g->rec, sizeof now) != 0) drop_graph(g); /* moved, loaded, recompiled */
+    if (!same_shape) return warm_step(g, x, y);
+    if (!g->recorded) {
+        /* record only once an ordinary step has run on this very memory: the optimizer's first
+           step creates its state, which a recording would zero again at every replay */
+        if (g->give_up || !g->be->graph_begin || memcmp(now, g->warm, sizeof now) != 0) return warm_step(g, x, y);
+        cg_status st = CG_OK;
+        if (!g->xs) st = cg__tensor_new(x->shape, x->ndim, x->dtype, g->m->dev, &g->xs);
+        if (st == CG_OK && !g->ys) st = cg__tensor_new(y->shape, y->ndim, y->dtype, g->m->dev, &g->ys);
+        if (st == CG_OK) st = cg_tensor_copy_(g->xs, x);
+        if (st == CG_OK) st = cg_tensor_copy_(g->ys, y);
+        if (st == CG_OK) st = record(g);
+        if (st != CG_OK) {
+            snprintf(g->stats.why_not, sizeof g->stats.why_not, "%s", cg_last_error());
+            g->give_up = 1;
+            return st == CG_E_UNSUPPORTED ? warm_step(g, x, y) : st;
+        }
+    } else {
+        CG_TRY(cg_tensor_copy_(g->xs, x));
+        CG_TRY(cg_tensor_copy_(g->ys, y));
+    }
+    return replay(g);
+}
+
+cg_status cg_step_graph_sync(cg_step_graph *g, double *last_loss) {
+    CG_ARG_NOT_NULL(g, "cg_step_graph_sync");
+    cg_model *m = g->m;
+    double r[N_LOG];
+    cg_status rst = cg__read_f64(g->log, r, N_LOG); /* waits */
+    if (rst != CG_OK && rst != CG_E_INVALID) return rst; /* CG_E_INVALID: a kernel's data error; r came back */
+    char data_msg[400] = "";
+    if (rst == CG_E_INVALID) snprintf(data_msg, sizeof data_msg, "%s", cg_last_error());
+    int64_t n = g->n;
+    cg_status st = CG_OK;
+    if (!isfinite(r[GUARD]) && n > 0) {
+        int64_t k = (int64_t)r[FIRST];
+        if (k < 0 || k >= n) k = 0;
+        cg__optimizer_unstep(m->opt, n - k); /* the gate skipped steps k .. n-1 */
+        host_back_to(g, k);
+        if (g->undo) {
+            st = cg__backend(m->dev)->copy_strided(m->stats, g->undo);
+            cg__bump_version(m->stats);
+        }
+        if (st == CG_OK) {
+            if (rst == CG_E_INVALID)
+                st = CG_FAIL(CG_E_INVALID, "cg_step_graph: step %lld of %lld since the last sync: %s; the model is as "
+                                           "it was before that step",
+                             (long long)k + 1, (long long)n, data_msg);
+            else
+                st = CG_FAIL(CG_E_NUMERIC, "cg_step_graph: the loss or a gradient is not finite at step %lld of %lld "
+                                           "since the last sync; that step and the ones after it made no update: the "
+                                           "model is as it was before it (lower the learning rate, or set clip_norm)",
+                             (long long)k + 1, (long long)n);
+        }
+    } else if (rst == CG_E_INVALID) {
+        st = CG_FAIL(CG_E_INVALID, "cg_step_graph: %s", data_msg);
+    }
+    if (last_loss) *last_loss = r[LOSS];
+    /* a new record: the guard and counters start again (queued; the next read waits for it) */
+    cg_status fs = cg__backend(m->dev)->fill(g->log, 0.0);
+    if (fs == CG_OK) fs = cg__backend(m->dev)->fill(g->at[ONE], 1.0);
+    g->n = 0;
+    return st != CG_OK ? st : fs;
+}
+
+cg_status cg_step_graph_create(cg_model *m, cg_step_graph **out) {
+    CG_ARG_NOT_NULL(out, "cg_step_graph_create");
+    *out = NULL;
+    CG_ARG_NOT_NULL(m, "cg_step_graph_create");
+    if (!m->compiled || !m->opt)
+        return CG_FAIL(CG_E_STATE, "cg_step_graph_create: compile the model first (cg_model_compile)");
+    CG_TRY(cg__model_ensure_built(m));
+    cg_step_graph *g = calloc(1, sizeof *g);
+    if (!g) return CG_FAIL(CG_E_OOM, "cg_step_graph_create: out of host memory");
+    g->m = m;
+    g->dev = m->dev;
+    g->be = cg__backend(m->dev);
+    int64_t one = 1, nd = (int64_t)((sizeof(step_dyn) + 7) / 8);
+    cg_status st = cg__f64_zeros(m->dev, N_LOG, &g->log);
+    for (int i = 0; i < N_LOG && st == CG_OK; i++) st = cg__tensor_view(g->log, &one, &one, 1, i, &g->at[i]);
+    if (st == CG_OK) st = g->be->fill(g->at[ONE], 1.0);
+    if (st == CG_OK && m->stats) st = cg__tensor_new_like(m->stats, &g->undo);
+    if (st == CG_OK && g->be->graph_begin) st = cg__f64_zeros(m->dev, nd, &g->dyn);
+    if (st != CG_OK) {
+        cg_step_graph_free(g);
+        return st;
+    }
+    if (!g->be->graph_begin)
+        snprintf(g->stats.why_not, sizeof g->stats.why_not, "the %s backend has no graphs", g->be->name);
+    *out = g;
+    return CG_OK;
+}
+
+cg_status cg_step_graph_stats_get(const cg_step_graph *g, cg_step_graph_stats *out) {
+    CG_ARG_NOT_NULL(g, "cg_step_graph_stats_get");
+    CG_ARG_NOT_NULL(out, "cg_step_graph_stats_get");
+    *out = g->stats;
+    out->recorded = g->recorded;
+    return CG_OK;
+}
+
+void cg_step_graph_free(cg_step_graph *g) {
+    if (!g) return;
+    if (g->graph && g->be->sync) { /* a free reports nothing */
+        char saved[1024];
+        snprintf(saved, sizeof saved, "%s", cg_last_error());
+        (void)g->be->sync(g->m->dev.index);
+        cg__restore_error(saved);
+    }
+    drop_graph(g);
+    for (int i = 0; i < N_LOG; i++) cg_tensor_release(g->at[i]);
+    cg_tensor_release(g->log);
+    cg_tensor_release(g->undo);
+    cg_tensor_release(g->dyn);
+    cg_tensor_release(g->xs);
+    cg_tensor_release(g->ys);
+    free(g->rng_at);
+    free(g->tracked_at);
+    free(g);
+}
