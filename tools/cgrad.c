@@ -245,6 +245,13 @@ static int cmd_train(const opts *o) {
     }
     printf("test accuracy: %.4f (loss %.4f) after %d epochs in %.1f s on %s; weights saved to %s\n", ta, tl,
            cg_history_count(h), secs, cg_device_str(cg_model_device(m)), o->out);
+    if (cg_model_device(m).type == CG_DEVICE_CUDA) {
+        int64_t replayed = 0;
+        for (int i = 0; i < cg_history_count(h); i++) replayed += cg_history_at(h, i)->replayed;
+        int last = cg_history_count(h) - 1;
+        printf("CUDA graphs: %lld training steps replayed a recorded step (%lld optimizer steps in all)\n",
+               (long long)replayed, last >= 0 ? (long long)cg_history_at(h, last)->steps : 0LL);
+    }
     if (o->smoothing > 0)
         printf("test loss %.4f is plain cross-entropy, as cgrad eval reports it; with the training loss's "
                "label smoothing %g it is %.4f\n", tl, o->smoothing, sl);

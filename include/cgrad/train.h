@@ -39,7 +39,8 @@ CG_API cg_status cg_model_train_step(cg_model *m, const cg_tensor *x, const cg_t
  * bias corrections, the dropout stream) is written to device memory before each replay, so
  * every step computes what cg_model_train_step would: the same bits. A batch of another
  * shape (a last, smaller batch) runs as an ordinary step. On the CPU, or when the step
- * cannot be recorded (cg_step_graph_stats says why), every step runs as an ordinary one.
+ * cannot be recorded or the recording runs out of device memory (cg_step_graph_stats says
+ * why), every step runs as an ordinary one.
  *
  *   cg_step_graph *g;
  *   cg_step_graph_create(m, &g);
@@ -78,6 +79,7 @@ typedef struct cg_epoch_logs {
     double lr;       /* learning rate of the epoch's last step */
     double seconds;  /* wall time of the epoch (training + validation) */
     int64_t steps;   /* optimizer steps so far */
+    int64_t replayed; /* of this epoch's steps, those that replayed a CUDA graph (cg_step_graph; 0 on the CPU) */
 } cg_epoch_logs;
 
 typedef enum cg_monitor {
@@ -122,6 +124,8 @@ typedef struct cg_fit_config {
                               * first step, < 0 = never */
     double grad_vanish, grad_explode; /* per-tensor gradient norm thresholds (1e-7, 1e3) */
     const char *checkpoint_path; /* written atomically after every epoch when set */
+    int no_graphs;           /* 1: no CUDA graphs, every step an ordinary one (the same results;
+                              * for debugging and profiling tools); default 0 */
 } cg_fit_config;
 
 CG_API cg_fit_config cg_fit_config_default(void);

@@ -101,7 +101,11 @@ static cg_status graph_end(void *graph) {
                        "the device or copies from pageable host memory",
                        g->dev, cudaGetErrorName(e), cudaGetErrorString(e));
     }
+#if CUDART_VERSION >= 12000
     e = cudaGraphInstantiate(&g->exec, gr, 0);
+#else
+    e = cudaGraphInstantiate(&g->exec, gr, NULL, NULL, 0);
+#endif
     (void)cudaGraphDestroy(gr);
     if (e != cudaSuccess) {
         g->exec = NULL;

@@ -413,7 +413,8 @@ const void *cg__optimizer_state_data(const cg_optimizer *o, int which) {
 
 cg_status cg__optimizer_replay_step(cg_optimizer *o, cg_optim_coef *coef) {
     if (!o->model) return CG_FAIL(CG_E_INTERNAL, "optimizer: a replayed step needs a model optimizer");
-    if (!group_grad(o, 0)) return CG_FAIL(CG_E_STATE, "optimizer: the model has no gradient buffer to replay a step on");
+    if (!group_grad(o, 0))
+        return CG_FAIL(CG_E_STATE, "optimizer: the model has no gradient buffer to replay a step on");
     double lr = cg_lr_at(&o->cfg.schedule, o->cfg.lr, o->sched_pos);
     cg_optim_call call = group_call(o, 0, lr);
     *coef = cg_optim_call_coef(&call);

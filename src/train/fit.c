@@ -179,10 +179,12 @@ cg_status cg_model_predict_batches(const cg_model *m, const cg_tensor *x, int64_
 }
 
 /* ---- fit's step log ----
- * A training step never waits for the device. Each step writes its loss, its correct count
- * and the sticky guard (which absorbs 0 * loss and 0 * the gradients' sum or squared norm,
- * so one non-finite value makes it NaN for good) into one-element slots of a small
- * device buffer; the optimizer kernels skip their update once the guard is NaN. The host
+ * A training step never waits for the device. Each step is one of the step graph's
+ * (step_graph.c: on a GPU, after one ordinary step, a CUDA graph replayed), which leaves the
+ * step's loss, its correct count and the sticky guard (which absorbs 0 * loss and 0 * the
+ * gradients' sum or squared norm, so one non-finite value makes it NaN for good) in slots of
+ * its own; the optimizer kernels skip their update once the guard is NaN. Three copies put
+ * them into the step's one-element slots of a small device buffer. The host
  * reads the buffer when the window is full, when the progress bar is due, and at the end of
  * an epoch; it then adds the losses in step order (the same sums as reading each loss) and,
  * on a poisoned guard, reports the first failing step and takes back the step counters of
@@ -193,8 +195,9 @@ cg_status cg_model_predict_batches(const cg_model *m, const cg_tensor *x, int64_
 #define LOG_WINDOW 64
 
 typedef struct step_log {
-    cg_tensor *buf;                          /* f64 (3 W + 1): losses, counts, guards, the guard */
-    cg_tensor *loss[LOG_WINDOW], *corr[LOG_WINDOW], *guard_at[LOG_WINDOW], *guard;
+    cg_step_graph *sg;                       /* runs the steps; its slots hold the last one's results */
+    cg_tensor *buf;                          /* f64 (3 W): losses, counts, guards */
+    cg_tensor *loss[LOG_WINDOW], *corr[LOG_WINDOW], *guard_at[LOG_WINDOW];
     int64_t rows[LOG_WINDOW];                /* batch rows of each recorded step */
     int n;                                   /* steps recorded since the last read */
     int64_t step0;                           /* epoch step of record 0 */
@@ -221,18 +224,18 @@ static void step_log_free(step_log *g) {
         cg_tensor_release(g->corr[k]);
         cg_tensor_release(g->guard_at[k]);
     }
-    cg_tensor_release(g->guard);
     cg_tensor_release(g->buf);
+    cg_step_graph_free(g->sg);
     cg__step_ring_free(&g->undo);
     memset(g, 0, sizeof *g);
 }
 
-static cg_status step_log_init(step_log *g, cg_model *m) {
+static cg_status step_log_init(step_log *g, cg_model *m, int want_acc, int no_graphs) {
     memset(g, 0, sizeof *g);
     CG_TRY(cg__step_ring_init(m, LOG_WINDOW, &g->undo));
     int64_t one = 1;
-    cg_status st = cg__f64_zeros(m->dev, 3 * LOG_WINDOW + 1, &g->buf);
-    if (st == CG_OK) st = cg__tensor_view(g->buf, &one, &one, 1, 3 * LOG_WINDOW, &g->guard);
+    cg_status st = cg__step_graph_create(m, 1, want_acc, no_graphs, &g->sg);
+    if (st == CG_OK) st = cg__f64_zeros(m->dev, 3 * LOG_WINDOW, &g->buf);
     for (int k = 0; k < LOG_WINDOW && st == CG_OK; k++) {
         st = cg__tensor_view(g->buf, &one, &one, 1, k, &g->loss[k]);
         if (st == CG_OK) st = cg__tensor_view(g->buf, &one, &one, 1, LOG_WINDOW + k, &g->corr[k]);
@@ -248,28 +251,23 @@ typedef struct epoch_sums {
 } epoch_sums;
 
 /* One step on a batch, inside the caller's scope; queued on the device, recorded in slot g->n.
- * grad_hook (optional) may read the device; a data error it meets goes to the step log. */
+ * hook (optional, it makes the step an ordinary one) may read the device; a data error it
+ * meets goes to the step log. */
 static cg_status fit_step(cg_model *m, step_log *g, const cg_tensor *xb, const cg_tensor *yb, int want_acc,
-                          cg_status (*grad_hook)(cg_model *, step_log *, void *), void *hook_user) {
+                          cg_step_hook hook, void *hook_user) {
     int k = g->n;
-    cg_tensor *out = NULL, *l = NULL;
-    CG_TRY(cg_model_zero_grad(m));
     CG_TRY(cg__step_ring_save(m, &g->undo, k));
-    /* a failure before the update leaves the model as it was before this step */
-    cg_status st = cg__model_forward_impl(m, xb, 1, &m->rng, &out);
-    if (st == CG_OK) st = cg_loss(&m->loss, out, yb, &l);
-    if (st == CG_OK) st = cg__reduce_to(g->loss[k], l, 1.0, 0, 0);
-    if (st == CG_OK) st = cg__reduce_to(g->guard, l, 0.0, 0, 1); /* 0 * NaN: poisoned for good */
-    if (st == CG_OK) st = cg_backward(l);
-    if (st == CG_OK && grad_hook) st = grad_hook(m, g, hook_user);
+    cg__step_graph_forget(g->sg); /* the ring is the record */
     int updated = 0;
-    if (st == CG_OK) st = cg__optimizer_step_gated(m->opt, g->guard, &updated);
-    if (st != CG_OK && !updated) {
+    cg_status st = cg__step_graph_step(g->sg, xb, yb, hook, hook_user, &updated);
+    if (st != CG_OK && !updated) { /* a failure before the update leaves the model as it was before this step */
         cg_status rs = cg__step_ring_restore(m, &g->undo, k);
         return rs != CG_OK ? rs : st;
     }
-    if (st == CG_OK) st = cg__reduce_to(g->guard_at[k], g->guard, 1.0, 0, 0);
-    if (st == CG_OK && want_acc) st = cg__count_correct(g->corr[k], out, yb, 0);
+    if (st == CG_OK) st = cg__reduce_to(g->loss[k], cg__step_graph_slot(g->sg, CG_STEP_LOSS), 1.0, 0, 0);
+    if (st == CG_OK) st = cg__reduce_to(g->guard_at[k], cg__step_graph_slot(g->sg, CG_STEP_GUARD), 1.0, 0, 0);
+    if (st == CG_OK && want_acc)
+        st = cg__reduce_to(g->corr[k], cg__step_graph_slot(g->sg, CG_STEP_CORRECT), 1.0, 0, 0);
     if (st != CG_OK) { /* after the update: should an earlier step have poisoned the gate, */
         g->unrecorded = 1; /* this step's counters go back too */
         return st;
@@ -346,6 +344,7 @@ static cg_status step_log_settle(cg_model *m, step_log *g, cg_status st, epoch_s
 typedef struct grad_watch {
     cg_fit_config const *cfg;
     cg_progress *prog;
+    step_log *log;
     cg_grad_norm *norms;
     int cap;
     int epoch;
@@ -353,17 +352,21 @@ typedef struct grad_watch {
     int warned; /* once per epoch */
 } grad_watch;
 
+/* Whether the gradient-health check runs on this step. */
+static int grad_hook_due(const grad_watch *w) {
+    if (w->every < 0 || w->warned) return 0;
+    return w->every == 0 ? w->step == 0 : w->step % w->every == 0;
+}
+
 /* The gradient-health warning: reads the per-layer norms (a host wait) on the chosen steps.
  * A data error reported by that read is kept in the step log (see step_log); other
  * failures are returned. */
-static cg_status grad_hook(cg_model *m, step_log *log, void *user) {
+static cg_status grad_hook(cg_model *m, void *user) {
     grad_watch *w = user;
-    if (w->every < 0 || w->warned) return CG_OK;
-    if (w->every == 0 ? w->step != 0 : (w->step % w->every) != 0) return CG_OK;
     int n = 0;
     cg_status st = cg_model_grad_norms(m, w->norms, w->cap, &n);
     if (st == CG_E_INVALID) {
-        step_log_keep_data_error(log);
+        step_log_keep_data_error(w->log);
         return CG_OK;
     }
     CG_TRY(st);
@@ -476,8 +479,8 @@ cg_status cg_model_fit(cg_model *m, const cg_tensor *x, const cg_tensor *y, cons
         }
     }
     CG_CHECK_GOTO(cg_history_create(&hist));
-    CG_CHECK_GOTO(step_log_init(&slog, m));
     int want_acc = (m->metrics & CG_METRIC_ACCURACY) != 0;
+    CG_CHECK_GOTO(step_log_init(&slog, m, want_acc, cfg.no_graphs));
     cg_progress prog;
     cg__progress_init(&prog, cfg.out, cfg.verbose, cfg.epochs, want_acc);
     int n_par = 0;
@@ -487,7 +490,8 @@ cg_status cg_model_fit(cg_model *m, const cg_tensor *x, const cg_tensor *y, cons
         st = CG_FAIL(CG_E_OOM, "cg_model_fit: out of host memory");
         goto fail;
     }
-    grad_watch gw = {.cfg = &cfg, .prog = &prog, .norms = norms, .cap = n_par, .every = cfg.grad_check_every};
+    grad_watch gw = {.cfg = &cfg, .prog = &prog, .log = &slog, .norms = norms, .cap = n_par,
+                     .every = cfg.grad_check_every};
     if (cfg.verbose == CG_VERBOSE_QUIET) gw.every = -1;
 
     const cg_early_stopping *es = &cfg.early_stopping;
@@ -504,6 +508,8 @@ cg_status cg_model_fit(cg_model *m, const cg_tensor *x, const cg_tensor *y, cons
         gw.warned = 0;
         epoch_sums sums = {0, 0, 0};
         slog.step0 = 0;
+        cg_step_graph_stats gs0;
+        CG_CHECK_GOTO(cg_step_graph_stats_get(slog.sg, &gs0));
         for (int64_t step = 0;; step++) {
             CG_CHECK_GOTO(cg_scope_begin());
             cg_tensor *xb = NULL, *yb = NULL;
@@ -514,7 +520,7 @@ cg_status cg_model_fit(cg_model *m, const cg_tensor *x, const cg_tensor *y, cons
                 break;
             }
             gw.step = step;
-            st = fit_step(m, &slog, xb, yb, want_acc, grad_hook, &gw);
+            st = fit_step(m, &slog, xb, yb, want_acc, grad_hook_due(&gw) ? grad_hook : NULL, &gw);
             cg_scope_end();
             if (st != CG_OK) {
                 st = step_log_settle(m, &slog, st, &sums, &prog, want_acc, epoch, spe);
@@ -535,6 +541,9 @@ cg_status cg_model_fit(cg_model *m, const cg_tensor *x, const cg_tensor *y, cons
                               .val_accuracy = NAN,
                               .lr = cg_optimizer_last_lr(m->opt),
                               .steps = cg_optimizer_steps(m->opt)};
+        cg_step_graph_stats gs1;
+        CG_CHECK_GOTO(cg_step_graph_stats_get(slog.sg, &gs1));
+        logs.replayed = gs1.replays - gs0.replays;
         if (has_val) {
             m->training = 0;
             st = cg_model_evaluate(m, xv, yv, cfg.batch_size > 256 ? cfg.batch_size : 256, &logs.val_loss,

@@ -99,6 +99,7 @@ cg_status cg_history_save_json(const cg_history *h, const char *path) {
         json_object_set_new(o, "lr", num(l->lr));
         json_object_set_new(o, "seconds", num(l->seconds));
         json_object_set_new(o, "steps", json_integer(l->steps));
+        json_object_set_new(o, "replayed", json_integer(l->replayed));
         json_array_append_new(arr, o);
     }
     json_object_set_new(root, "epochs", arr);

@@ -17,7 +17,12 @@
  * corrections) and the dropout stream's offset. While recording, the optimizer reads its
  * coefficients from dyn.coef and each dropout adds dyn.shift to its offset; before each
  * launch the host computes both as an ordinary step would (cg__optimizer_replay_step; the
- * stream's position now minus at recording) and writes them with set_bytes. */
+ * stream's position now minus at recording) and writes them with set_bytes.
+ *
+ * fit (train_internal.h, for_fit) runs its steps through the same code: it keeps its own
+ * record and undo ring, so the undo copy and the first-bad index are left out, and it asks for
+ * the correct count (log[CORRECT]); a step with a hook (fit's gradient check, which reads the
+ * gradients between backward and update) is an ordinary one. */
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -26,7 +31,7 @@
 #include "../backend.h"
 #include "train_internal.h"
 
-enum { LOSS, GUARD, DONE, FIRST, ONE, N_LOG };
+enum { LOSS = CG_STEP_LOSS, GUARD = CG_STEP_GUARD, CORRECT = CG_STEP_CORRECT, DONE, FIRST, ONE, N_LOG };
 #define N_HELD 6
 
 typedef struct step_dyn { /* what a replay reads from device memory */
@@ -43,6 +48,8 @@ typedef struct shape_key {
 
 struct cg_step_graph {
     cg_model *m;
+    int for_fit;  /* fit keeps its own record: no undo copy, no first-bad index */
+    int want_acc; /* log[CORRECT] = the batch's correct rows */
     cg_device dev; /* the model's at creation */
     const cg_backend *be;
     cg_tensor *log, *at[N_LOG]; /* f64 slots on the model's device */
@@ -99,34 +106,43 @@ static void host_back_to(cg_step_graph *g, int64_t k) {
     for (int i = 0; i < m->n_layers; i++) m->layers[i].tracked = g->tracked_at[k * m->n_layers + i];
 }
 
-/* One step on (x, y) inside the caller's scope; queued. *updated: the update was queued. */
-static cg_status step_body(cg_step_graph *g, const cg_tensor *x, const cg_tensor *y, int *updated) {
+/* One step on (x, y) inside the caller's scope; queued. hook (may be NULL) runs after the
+ * backward. *updated: the update was queued. */
+static cg_status step_body(cg_step_graph *g, const cg_tensor *x, const cg_tensor *y, cg_step_hook hook, void *user,
+                           int *updated) {
     cg_model *m = g->m;
     cg_tensor *out = NULL, *l = NULL;
     *updated = 0;
-    if (g->undo) CG_TRY(cg__copy_gated(g->undo, m->stats, g->at[GUARD]));
-    CG_TRY(cg__copy_gated(g->at[FIRST], g->at[DONE], g->at[GUARD]));
-    CG_TRY(cg__reduce_to(g->at[DONE], g->at[ONE], 1.0, 0, 1));
+    if (!g->for_fit) {
+        if (g->undo) CG_TRY(cg__copy_gated(g->undo, m->stats, g->at[GUARD]));
+        CG_TRY(cg__copy_gated(g->at[FIRST], g->at[DONE], g->at[GUARD]));
+        CG_TRY(cg__reduce_to(g->at[DONE], g->at[ONE], 1.0, 0, 1));
+    }
     CG_TRY(cg_model_zero_grad(m));
     CG_TRY(cg__model_forward_impl(m, x, 1, &m->rng, &out));
     CG_TRY(cg_loss(&m->loss, out, y, &l));
     CG_TRY(cg__reduce_to(g->at[LOSS], l, 1.0, 0, 0));
-    CG_TRY(cg__reduce_to(g->at[GUARD], l, 0.0, 0, 1));
+    CG_TRY(cg__reduce_to(g->at[GUARD], l, 0.0, 0, 1)); /* 0 * NaN: poisoned for good */
     CG_TRY(cg_backward(l));
-    return cg__optimizer_step_gated(m->opt, g->at[GUARD], updated);
+    if (hook) CG_TRY(hook(m, user));
+    CG_TRY(cg__optimizer_step_gated(m->opt, g->at[GUARD], updated));
+    if (g->want_acc) CG_TRY(cg__count_correct(g->at[CORRECT], out, y, 0));
+    return CG_OK;
 }
 
 /* An ordinary step, recorded in the host record. */
-static cg_status eager_step(cg_step_graph *g, const cg_tensor *x, const cg_tensor *y) {
+static cg_status eager_step(cg_step_graph *g, const cg_tensor *x, const cg_tensor *y, cg_step_hook hook, void *user,
+                            int *updated_out) {
     CG_TRY(record_start(g));
     cg_model *m = g->m;
     int was = m->training, updated = 0;
     m->training = 1;
     cg_status st = cg_scope_begin();
     if (st == CG_OK) {
-        st = step_body(g, x, y, &updated);
+        st = step_body(g, x, y, hook, user, &updated);
         cg_scope_end();
     }
+    *updated_out = updated;
     m->training = was;
     if (st != CG_OK && !updated) { /* nothing was updated: what the forward changed goes back too */
         host_back_to(g, g->n);
@@ -175,7 +191,7 @@ static cg_status record(cg_step_graph *g) {
     if (st == CG_OK) {
         st = cg_scope_begin();
         if (st == CG_OK) {
-            st = step_body(g, g->xs, g->ys, &updated);
+            st = step_body(g, g->xs, g->ys, NULL, NULL, &updated);
             cg_scope_end(); /* the temporaries go back to the graph's pool */
         }
         cg_status es = g->be->graph_end(g->graph);
@@ -224,13 +240,21 @@ static cg_status replay(cg_step_graph *g) {
 }
 
 /* An ordinary step; the model's memory after it is the warm fingerprint. */
-static cg_status warm_step(cg_step_graph *g, const cg_tensor *x, const cg_tensor *y) {
-    cg_status st = eager_step(g, x, y);
+static cg_status warm_step(cg_step_graph *g, const cg_tensor *x, const cg_tensor *y, cg_step_hook hook, void *user,
+                           int *updated) {
+    cg_status st = eager_step(g, x, y, hook, user, updated);
     held_by_model(g, g->warm);
     return st;
 }
 
 cg_status cg_step_graph_run(cg_step_graph *g, const cg_tensor *x, const cg_tensor *y) {
+    int updated;
+    return cg__step_graph_step(g, x, y, NULL, NULL, &updated);
+}
+
+cg_status cg__step_graph_step(cg_step_graph *g, const cg_tensor *x, const cg_tensor *y, cg_step_hook hook, void *user,
+                              int *updated) {
+    *updated = 0;
     CG_ARG_NOT_NULL(g, "cg_step_graph_run");
     CG_ARG_NOT_NULL(x, "cg_step_graph_run");
     CG_ARG_NOT_NULL(y, "cg_step_graph_run");
@@ -251,11 +275,12 @@ cg_status cg_step_graph_run(cg_step_graph *g, const cg_tensor *x, const cg_tenso
     const void *now[N_HELD];
     held_by_model(g, now);
     if (g->recorded && memcmp(now, g->rec, sizeof now) != 0) drop_graph(g); /* moved, loaded, recompiled */
-    if (!same_shape) return warm_step(g, x, y);
+    if (!same_shape || hook) return warm_step(g, x, y, hook, user, updated);
     if (!g->recorded) {
         /* record only once an ordinary step has run on this very memory: the optimizer's first
            step creates its state, which a recording would zero again at every replay */
-        if (g->give_up || !g->be->graph_begin || memcmp(now, g->warm, sizeof now) != 0) return warm_step(g, x, y);
+        if (g->give_up || !g->be->graph_begin || memcmp(now, g->warm, sizeof now) != 0)
+            return warm_step(g, x, y, NULL, NULL, updated);
         cg_status st = CG_OK;
         if (!g->xs) st = cg__tensor_new(x->shape, x->ndim, x->dtype, g->m->dev, &g->xs);
         if (st == CG_OK && !g->ys) st = cg__tensor_new(y->shape, y->ndim, y->dtype, g->m->dev, &g->ys);
@@ -265,14 +290,23 @@ cg_status cg_step_graph_run(cg_step_graph *g, const cg_tensor *x, const cg_tenso
         if (st != CG_OK) {
             snprintf(g->stats.why_not, sizeof g->stats.why_not, "%s", cg_last_error());
             g->give_up = 1;
-            return st == CG_E_UNSUPPORTED ? warm_step(g, x, y) : st;
+            /* not recordable, or out of memory (a recording cannot wait for the stream to give the
+               cache back; an ordinary step can): this step and the later ones run without it */
+            if (st == CG_E_UNSUPPORTED || st == CG_E_OOM) return warm_step(g, x, y, NULL, NULL, updated);
+            return st;
         }
     } else {
         CG_TRY(cg_tensor_copy_(g->xs, x));
         CG_TRY(cg_tensor_copy_(g->ys, y));
     }
-    return replay(g);
+    CG_TRY(replay(g));
+    *updated = 1;
+    return CG_OK;
 }
+
+cg_tensor *cg__step_graph_slot(cg_step_graph *g, int which) { return g->at[which]; }
+
+void cg__step_graph_forget(cg_step_graph *g) { g->n = 0; }
 
 cg_status cg_step_graph_sync(cg_step_graph *g, double *last_loss) {
     CG_ARG_NOT_NULL(g, "cg_step_graph_sync");
@@ -315,7 +349,9 @@ cg_status cg_step_graph_sync(cg_step_graph *g, double *last_loss) {
     return st != CG_OK ? st : fs;
 }
 
-cg_status cg_step_graph_create(cg_model *m, cg_step_graph **out) {
+cg_status cg_step_graph_create(cg_model *m, cg_step_graph **out) { return cg__step_graph_create(m, 0, 0, 0, out); }
+
+cg_status cg__step_graph_create(cg_model *m, int for_fit, int want_acc, int no_graphs, cg_step_graph **out) {
     CG_ARG_NOT_NULL(out, "cg_step_graph_create");
     *out = NULL;
     CG_ARG_NOT_NULL(m, "cg_step_graph_create");
@@ -325,13 +361,15 @@ cg_status cg_step_graph_create(cg_model *m, cg_step_graph **out) {
     cg_step_graph *g = calloc(1, sizeof *g);
     if (!g) return CG_FAIL(CG_E_OOM, "cg_step_graph_create: out of host memory");
     g->m = m;
+    g->for_fit = for_fit;
+    g->want_acc = want_acc;
     g->dev = m->dev;
     g->be = cg__backend(m->dev);
     int64_t one = 1, nd = (int64_t)((sizeof(step_dyn) + 7) / 8);
     cg_status st = cg__f64_zeros(m->dev, N_LOG, &g->log);
     for (int i = 0; i < N_LOG && st == CG_OK; i++) st = cg__tensor_view(g->log, &one, &one, 1, i, &g->at[i]);
     if (st == CG_OK) st = g->be->fill(g->at[ONE], 1.0);
-    if (st == CG_OK && m->stats) st = cg__tensor_new_like(m->stats, &g->undo);
+    if (st == CG_OK && m->stats && !for_fit) st = cg__tensor_new_like(m->stats, &g->undo);
     if (st == CG_OK && g->be->graph_begin) st = cg__f64_zeros(m->dev, nd, &g->dyn);
     if (st != CG_OK) {
         cg_step_graph_free(g);
@@ -339,6 +377,9 @@ cg_status cg_step_graph_create(cg_model *m, cg_step_graph **out) {
     }
     if (!g->be->graph_begin)
         snprintf(g->stats.why_not, sizeof g->stats.why_not, "the %s backend has no graphs", g->be->name);
+    else if (no_graphs)
+        snprintf(g->stats.why_not, sizeof g->stats.why_not, "graphs were turned off");
+    g->give_up = no_graphs;
     *out = g;
     return CG_OK;
 }

@@ -9,6 +9,7 @@
 
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -40,7 +41,7 @@ std::recursive_mutex g_lock;
 thread_local stream_q *t_capturing = nullptr;                 /* the capture this thread began */
 thread_local int t_mode = cudaStreamCaptureModeGlobal;        /* cudaThreadExchangeStreamCaptureMode */
 std::map<cudaStream_t, stream_q *> g_streams;
-std::vector<stream_q *> g_retired;
+std::vector<std::unique_ptr<stream_q>> g_retired; /* destroyed streams, freed at exit */
 cudaError_t g_sticky = cudaSuccess;
 
 double now_ms() {
@@ -263,7 +264,7 @@ void stream_free(cudaStream_t s) {
     auto it = g_streams.find(s);
     if (it == g_streams.end()) return;
     run_until(it->second, it->second->queued); /* queued work still completes */
-    g_retired.push_back(it->second);          /* events recorded on it may still name it */
+    g_retired.emplace_back(it->second);       /* events recorded on it may still name it */
     g_streams.erase(it);
 }
 

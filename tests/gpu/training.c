@@ -178,10 +178,16 @@ START_TEST(fit_matches_cpu_and_rolls_back) {
         }
         ck_assert_int_eq(steps[0], steps[1]);
         ck_assert_int_eq(steps[0], bad ? 80 : 2 * 15);
+        /* 14 batches of 7 and one of 2 an epoch: on a GPU all but the first step and the short
+           batches replay the recorded step (unless the emulator is told to refuse recordings) */
+        const char *refuse = getenv("CGEMU_CAPTURE_REFUSE");
+        int graphs = cg__backend(GPU)->graph_begin != NULL && !(refuse && *refuse);
         if (!bad)
             for (int e = 0; e < 2; e++) {
                 ck_assert_msg(cgt_close(logs[1][e].loss, logs[0][e].loss, gpu_tol(CG_F64, 100)), "epoch %d loss", e);
                 ck_assert(logs[1][e].accuracy == logs[0][e].accuracy);
+                ck_assert_int_eq(logs[0][e].replayed, 0);
+                ck_assert_int_eq(logs[1][e].replayed, graphs ? 13 + e : 0);
             }
         free(w[0]), free(w[1]);
     }
@@ -494,6 +500,50 @@ START_TEST(step_graph_matches_train_step) {
 }
 END_TEST
 
+/* fit on the GPU replays its recorded step (cg_epoch_logs.replayed) and computes what it
+ * computes without graphs (cg_fit_config.no_graphs): the same bits in every state-dict
+ * tensor, loss and accuracy, with BatchNorm, dropout, AdamW with clipping and a schedule,
+ * shuffled batches and a short last batch. */
+START_TEST(fit_graphs_match_ordinary_steps) {
+    cgt_rand r = cgt_rand_make("fit graphs");
+    int64_t n = 100, shape[2] = {100, 12};
+    double *xv = randn_arr(&r, n * 12, 0, 1), *yv = malloc((size_t)n * sizeof *yv);
+    for (int64_t i = 0; i < n; i++) yv[i] = (double)(i % 5), xv[i * 12 + i % 5] += 1.5;
+    cg_tensor *x = cgt_tensor(xv, shape, 2, CG_F32, CG_CPU), *y = cgt_tensor(yv, &n, 1, CG_I64, CG_CPU);
+    const char *refuse = getenv("CGEMU_CAPTURE_REFUSE");
+    int graphs = cg__backend(GPU)->graph_begin != NULL && !(refuse && *refuse);
+    cg_model *m[2];
+    cg_epoch_logs logs[2][2];
+    for (int off = 0; off < 2; off++) {
+        m[off] = graph_model(GPU, 0);
+        cg_optim_config o = *cg_optimizer_config(cg_model_optimizer(m[off]));
+        cg_loss_config l = cg_loss_config_default(CG_LOSS_CROSS_ENTROPY);
+        CGT_OK(cg_model_compile(m[off], &o, &l, CG_METRIC_ACCURACY));
+        cg_fit_config fc = cg_fit_config_default();
+        fc.epochs = 2;
+        fc.batch_size = 16;
+        fc.verbose = CG_VERBOSE_QUIET;
+        fc.no_graphs = off;
+        cg_history *h = NULL;
+        CGT_OK(cg_model_fit(m[off], x, y, &fc, &h));
+        for (int e = 0; e < 2; e++) logs[off][e] = *cg_history_at(h, e);
+        cg_history_free(h);
+    }
+    for (int e = 0; e < 2; e++) {
+        ck_assert_msg(logs[0][e].loss == logs[1][e].loss, "epoch %d loss %.17g, without graphs %.17g", e,
+                      logs[0][e].loss, logs[1][e].loss);
+        ck_assert(logs[0][e].accuracy == logs[1][e].accuracy);
+        ck_assert_int_eq(logs[1][e].replayed, 0);
+        /* 6 batches of 16 and one of 4: all but the first step and the short batches replay */
+        ck_assert_int_eq(logs[0][e].replayed, graphs ? 5 + e : 0);
+    }
+    cgt_assert_same_state(m[0], m[1], "fit with and without graphs");
+    cg_model_free(m[0]), cg_model_free(m[1]);
+    cg_tensor_release(x), cg_tensor_release(y);
+    free(xv), free(yv);
+}
+END_TEST
+
 void gpu_add_training(TCase *ops, TCase *large) {
     (void)large;
     tcase_add_test(ops, optimizers_match_cpu);
@@ -504,4 +554,5 @@ void gpu_add_training(TCase *ops, TCase *large) {
     tcase_add_test(ops, predict_threads_match_one_thread);
     tcase_add_test(ops, fit_bad_label_like_cpu);
     tcase_add_test(ops, step_graph_matches_train_step);
+    tcase_add_test(ops, fit_graphs_match_ordinary_steps);
 }
