@@ -52,8 +52,10 @@ CG_API cg_status cg_model_train_step(cg_model *m, const cg_tensor *x, const cg_t
  * later step too (as in fit); the next cg_step_graph_sync returns CG_E_NUMERIC naming the
  * step, with the model as it was before it (parameters, optimizer counters, BatchNorm
  * statistics and counters, the dropout stream). Not thread-safe: one thread steps a model.
- * A model moved, recompiled or loaded since the recording is recorded again at the next
- * step. Free the graph before the model. */
+ * After a recompile, a new dropout seed (cg_model_set_rng) or optimizer state that moved,
+ * the next step is an ordinary one and the one after it is recorded again; weights loaded in
+ * place need nothing; a model moved to another device needs a new step graph (CG_E_DEVICE).
+ * Free the graph before the model. */
 typedef struct cg_step_graph cg_step_graph;
 typedef struct cg_step_graph_stats {
     int64_t steps;    /* steps run through the graph object */
@@ -68,7 +70,7 @@ CG_API cg_status cg_step_graph_run(cg_step_graph *g, const cg_tensor *x, const c
 /* Waits for the queued steps. *last_loss (may be NULL): the loss of the last step. */
 CG_API cg_status cg_step_graph_sync(cg_step_graph *g, double *last_loss);
 CG_API cg_status cg_step_graph_stats_get(const cg_step_graph *g, cg_step_graph_stats *out);
-/* Waits for the queued steps (a failure among them is dropped: sync first to see it). */
+/* Does not wait: queued steps still run (sync first to see how they ended). */
 CG_API void cg_step_graph_free(cg_step_graph *g);
 
 /* Logs of one epoch; NaN marks values not computed (no validation, no accuracy). */

@@ -513,6 +513,9 @@ cg_status cg_cuda_memcpy(int dev, void *dst, const void *src, size_t nbytes, cg_
     CG_TRY(cg_cuda_ctx_get(dev, &ctx));
     if (kind == CG_COPY_D2D)
         return CG_CUDA_CALL(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, ctx->stream));
+    if (cg_cuda_capture_pool(dev)) /* a recorded copy would read a staging buffer reused since */
+        return CG_FAIL(CG_E_UNSUPPORTED, "cuda:%d: a copy between host and device (%zu bytes) cannot be recorded in a "
+                                         "CUDA graph", dev, nbytes);
     pool *p = pool_of(dev);
     if (!p) return CG_FAIL(CG_E_OOM, "cuda:%d: out of host memory for transfers", dev);
     cg_status st;

@@ -8,10 +8,12 @@
  * before every other use of them. Allocations made while recording come from the graph's
  * pool (alloc.c), so the addresses the graph holds stay its own until it is freed.
  *
- * Only work queued on the stream can be recorded: a host wait, a blocking copy or a copy
- * from pageable memory in the recorded code makes graph_end fail (CG_E_UNSUPPORTED); the
- * caller then runs its work without a graph. Scalars that change between launches live in
- * device memory the launches read, written before each launch (cg_cuda_set_bytes_on). */
+ * Only work queued on the stream can be recorded: a host wait or a blocking copy in the
+ * recorded code fails there (the driver refuses it) or at graph_end, and cgrad's host <->
+ * device copies refuse to be recorded (CG_E_UNSUPPORTED: a recorded copy would read a
+ * staging buffer reused since); the caller then runs its work without a graph. Scalars that
+ * change between launches live in device memory the launches read, written before each
+ * launch (cg_cuda_set_bytes_on). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,13 +71,17 @@ static cg_status graph_begin(int dev, void **out) {
     CG_CHECK_GOTO(CG_CUBLAS_CALL(cublasCreate(&g->cap.blas)));
     CG_CHECK_GOTO(CG_CUBLAS_CALL(cublasSetStream(g->cap.blas, g->cap.stream)));
     CG_CHECK_GOTO(CG_CUBLAS_CALL(cublasSetWorkspace(g->cap.blas, ctx->lt_ws, ctx->lt_ws_bytes)));
-    if (ctx->dnn) { /* without it the recording uses the own kernels: so would the device then */
+    if (ctx->dnn) { /* the recording must use cuDNN where the device's ordinary steps do */
         if (cudnnCreate(&g->cap.dnn) != CUDNN_STATUS_SUCCESS) g->cap.dnn = NULL;
         else if (cudnnSetStream(g->cap.dnn, g->cap.stream) != CUDNN_STATUS_SUCCESS) {
             cudnnDestroy(g->cap.dnn);
             g->cap.dnn = NULL;
         }
         (void)cudaGetLastError();
+        if (!g->cap.dnn) {
+            st = CG_FAIL(CG_E_UNSUPPORTED, "cuda:%d: no cuDNN handle for a CUDA graph's recording", dev);
+            goto fail;
+        }
     }
     CG_CHECK_GOTO(CG_CUDA_CALL(cudaStreamBeginCapture(g->cap.stream, cudaStreamCaptureModeThreadLocal)));
     g->recording = 1;
@@ -97,8 +103,8 @@ static cg_status graph_end(void *graph) {
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         return CG_FAIL(CG_E_UNSUPPORTED,
-                       "cuda:%d: the work could not be recorded as a CUDA graph (%s: %s): a call in it waits for "
-                       "the device or copies from pageable host memory",
+                       "cuda:%d: the work could not be recorded as a CUDA graph (%s: %s): a call in it is not "
+                       "allowed in a capture (a host wait, a blocking copy)",
                        g->dev, cudaGetErrorName(e), cudaGetErrorString(e));
     }
 #if CUDART_VERSION >= 12000
@@ -123,6 +129,9 @@ static cg_status graph_launch(void *graph) {
     return CG_CUDA_CALL(cudaGraphLaunch(g->exec, ctx->stream));
 }
 
+/* Queued launches need nothing freed here: each holds its own copy of the executable graph
+ * (cudaGraphExecDestroy frees it after them), its kernels use the device's workspace, not the
+ * recording's handles, and the pool's blocks join the cache in stream order. No wait. */
 static void graph_free(void *graph) {
     cuda_graph *g = graph;
     if (!g) return;

@@ -120,9 +120,11 @@ void cg__optimizer_unstep(cg_optimizer *o, int64_t n);
  * coefficients of the next update (for coef_dev) and every counter advanced. */
 void cg__optimizer_set_graph_coef(cg_optimizer *o, const void *coef_dev);
 cg_status cg__optimizer_replay_step(cg_optimizer *o, cg_optim_coef *coef);
-/* The device memory of group 0's state (which 0: momentum / exp_avg, 1: exp_avg_sq), or NULL:
- * a recorded step holds these addresses. */
+/* The device memory of group 0's state (which 0: momentum / exp_avg, 1: exp_avg_sq, 2: the
+ * squared clipping norm), or NULL: a recorded step holds these addresses. id: unique in the
+ * process, never reused (a new optimizer may get a freed one's address). */
 const void *cg__optimizer_state_data(const cg_optimizer *o, int which);
+uint64_t cg__optimizer_id(const cg_optimizer *o);
 
 /* Parse a double/int64 from a metadata string (0 on success). */
 int cg__parse_f64(const char *s, double *v);

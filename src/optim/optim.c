@@ -22,7 +22,10 @@ struct cg_optimizer {
     int norm_pending; /* last_norm is still on the device, in sq */
     double last_lr;   /* used by the last step */
     const void *coef_dev; /* a CUDA graph being recorded: where its replays write the coefficients */
+    uint64_t id;          /* unique in the process: a recorded step knows its optimizer by it */
 };
+
+static _Atomic uint64_t g_next_id = 1;
 
 static const char *optim_names[CG_OPTIM_TYPE_COUNT] = {"sgd", "adam", "adamw"};
 
@@ -114,6 +117,7 @@ cg_status cg_optimizer_create(cg_model *m, const cg_optim_config *cfg, cg_optimi
     CG_TRY(check_config(cfg));
     CG_TRY(cg__model_ensure_built(m));
     cg_optimizer *o = calloc(1, sizeof *o);
+    if (o) o->id = g_next_id++;
     if (!o) return CG_FAIL(CG_E_OOM, "optimizer: out of host memory");
     o->cfg = *cfg;
     o->model = m;
@@ -138,6 +142,7 @@ cg_status cg_optimizer_create_params(cg_tensor *const *params, int n, const cg_o
             return CG_FAIL(CG_E_INVALID, "cg_optimizer_create_params: tensor %d is not contiguous", i);
     }
     cg_optimizer *o = calloc(1, sizeof *o);
+    if (o) o->id = g_next_id++;
     if (!o) return CG_FAIL(CG_E_OOM, "optimizer: out of host memory");
     o->cfg = *cfg;
     cg_status st = alloc_state(o, n);
@@ -407,9 +412,11 @@ static cg_status step_impl(cg_optimizer *o, cg_tensor *gate, int wait, int *upda
 void cg__optimizer_set_graph_coef(cg_optimizer *o, const void *coef_dev) { o->coef_dev = coef_dev; }
 
 const void *cg__optimizer_state_data(const cg_optimizer *o, int which) {
-    const cg_tensor *t = o->n_groups > 0 ? (which ? o->v[0] : o->m[0]) : NULL;
+    const cg_tensor *t = which == 2 ? o->sq : o->n_groups > 0 ? (which ? o->v[0] : o->m[0]) : NULL;
     return t ? cg__ptr(t) : NULL;
 }
+
+uint64_t cg__optimizer_id(const cg_optimizer *o) { return o->id; }
 
 cg_status cg__optimizer_replay_step(cg_optimizer *o, cg_optim_coef *coef) {
     if (!o->model) return CG_FAIL(CG_E_INTERNAL, "optimizer: a replayed step needs a model optimizer");

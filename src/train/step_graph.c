@@ -31,8 +31,10 @@
 #include "../backend.h"
 #include "train_internal.h"
 
-enum { LOSS = CG_STEP_LOSS, GUARD = CG_STEP_GUARD, CORRECT = CG_STEP_CORRECT, DONE, FIRST, ONE, N_LOG };
-#define N_HELD 6
+/* SAVED_*: an ordinary step's start, put back when it fails before its update */
+enum { LOSS = CG_STEP_LOSS, GUARD = CG_STEP_GUARD, CORRECT = CG_STEP_CORRECT, DONE, FIRST, ONE, SAVED_LOSS, SAVED_GUARD,
+       N_LOG };
+#define N_HELD 8
 
 typedef struct step_dyn { /* what a replay reads from device memory */
     uint64_t shift;       /* dropout: the stream's advance since the recorded step */
@@ -65,8 +67,9 @@ struct cg_step_graph {
     cg_tensor *xs, *ys; /* static inputs */
     void *graph;
     uint64_t rng0, rng_adv; /* the stream at the recorded step, and its advance per step */
-    /* the model's memory (held_by_model) after the last ordinary step, and at the recording */
-    const void *warm[N_HELD], *rec[N_HELD];
+    /* what a recording holds of the model (held_by_model), after the last ordinary step and
+       at the recording */
+    uintptr_t warm[N_HELD], rec[N_HELD];
     cg_step_graph_stats stats;
 };
 
@@ -135,6 +138,10 @@ static cg_status eager_step(cg_step_graph *g, const cg_tensor *x, const cg_tenso
                             int *updated_out) {
     CG_TRY(record_start(g));
     cg_model *m = g->m;
+    if (!g->for_fit) { /* the step's start, for a failure before its update (fit stops at one) */
+        CG_TRY(cg__reduce_to(g->at[SAVED_LOSS], g->at[LOSS], 1.0, 0, 0));
+        CG_TRY(cg__reduce_to(g->at[SAVED_GUARD], g->at[GUARD], 1.0, 0, 0));
+    }
     int was = m->training, updated = 0;
     m->training = 1;
     cg_status st = cg_scope_begin();
@@ -146,28 +153,35 @@ static cg_status eager_step(cg_step_graph *g, const cg_tensor *x, const cg_tenso
     m->training = was;
     if (st != CG_OK && !updated) { /* nothing was updated: what the forward changed goes back too */
         host_back_to(g, g->n);
+        cg_status rs = CG_OK;
         if (g->undo) {
-            cg_status rs = cg__backend(m->dev)->copy_strided(m->stats, g->undo);
+            rs = cg__backend(m->dev)->copy_strided(m->stats, g->undo);
             cg__bump_version(m->stats);
-            if (rs != CG_OK) return rs;
         }
-        return st;
+        if (!g->for_fit) { /* no trace in the device-side record either: loss, guard, step count */
+            if (rs == CG_OK) rs = cg__reduce_to(g->at[LOSS], g->at[SAVED_LOSS], 1.0, 0, 0);
+            if (rs == CG_OK) rs = cg__reduce_to(g->at[GUARD], g->at[SAVED_GUARD], 1.0, 0, 0);
+            if (rs == CG_OK) rs = cg__reduce_to(g->at[DONE], g->at[ONE], -1.0, 0, 1);
+        }
+        return rs != CG_OK ? rs : st;
     }
     g->n++; /* counted even when it failed after its update was queued: sync accounts for it */
     g->stats.steps++;
     return st;
 }
 
-/* The model and optimizer memory a recording holds: a change (cg_model_to, a loaded state
- * dict, a new optimizer) means recording again, not replaying onto freed memory. */
-static void held_by_model(const cg_step_graph *g, const void **held) {
+/* What a recording holds of the model: its memory, its optimizer (by id: a new one may
+ * reuse a freed one's address, and brings its own loss and settings) and the dropout seed
+ * (the kernels take it by value). A change (cg_model_to, a recompile, an optimizer state
+ * moved or reloaded, cg_model_set_rng) means recording again, not replaying a stale step. */
+static void held_by_model(const cg_step_graph *g, uintptr_t *held) {
     const cg_model *m = g->m;
-    held[0] = m->flat ? cg__ptr(m->flat) : NULL;
-    held[1] = m->gflat ? cg__ptr(m->gflat) : NULL;
-    held[2] = m->stats ? cg__ptr(m->stats) : NULL;
-    held[3] = m->opt;
-    held[4] = m->opt ? cg__optimizer_state_data(m->opt, 0) : NULL;
-    held[5] = m->opt ? cg__optimizer_state_data(m->opt, 1) : NULL;
+    held[0] = (uintptr_t)(m->flat ? cg__ptr(m->flat) : NULL);
+    held[1] = (uintptr_t)(m->gflat ? cg__ptr(m->gflat) : NULL);
+    held[2] = (uintptr_t)(m->stats ? cg__ptr(m->stats) : NULL);
+    held[3] = (uintptr_t)(m->opt ? cg__optimizer_id(m->opt) : 0);
+    for (int i = 0; i < 3; i++) held[4 + i] = (uintptr_t)(m->opt ? cg__optimizer_state_data(m->opt, i) : NULL);
+    held[7] = (uintptr_t)m->rng.seed;
 }
 
 static void drop_graph(cg_step_graph *g) {
@@ -176,12 +190,14 @@ static void drop_graph(cg_step_graph *g) {
     g->recorded = 0;
 }
 
-/* Records step_body on the static inputs; the step itself runs at the first launch. On
- * CG_E_UNSUPPORTED (not recordable) the caller runs the step as an ordinary one. */
+/* Records step_body on the static inputs; the step itself runs at the first launch. On a
+ * failure nothing ran, the host state is as before, and the caller runs the step as an
+ * ordinary one. */
 static cg_status record(cg_step_graph *g) {
     cg_model *m = g->m;
     step_dyn *dyn = cg__ptr(g->dyn);
     CG_TRY(record_start(g));
+    int64_t steps0 = cg_optimizer_steps(m->opt);
     g->rng0 = m->rng.offset;
     m->rng_shift_dev = &dyn->shift;
     cg__optimizer_set_graph_coef(m->opt, &dyn->coef);
@@ -201,7 +217,7 @@ static cg_status record(cg_step_graph *g) {
     m->rng_shift_dev = NULL;
     cg__optimizer_set_graph_coef(m->opt, NULL);
     if (st != CG_OK) { /* nothing ran: the host state of the step goes back */
-        if (updated) cg__optimizer_unstep(m->opt, 1);
+        cg__optimizer_unstep(m->opt, cg_optimizer_steps(m->opt) - steps0);
         host_back_to(g, g->n);
         drop_graph(g);
         return st;
@@ -272,7 +288,7 @@ cg_status cg__step_graph_step(cg_step_graph *g, const cg_tensor *x, const cg_ten
         g->have_key = 1;
     }
     int same_shape = memcmp(&k, &g->key, sizeof k) == 0;
-    const void *now[N_HELD];
+    uintptr_t now[N_HELD];
     held_by_model(g, now);
     if (g->recorded && memcmp(now, g->rec, sizeof now) != 0) drop_graph(g); /* moved, loaded, recompiled */
     if (!same_shape || hook) return warm_step(g, x, y, hook, user, updated);
@@ -288,12 +304,13 @@ cg_status cg__step_graph_step(cg_step_graph *g, const cg_tensor *x, const cg_ten
         if (st == CG_OK) st = cg_tensor_copy_(g->ys, y);
         if (st == CG_OK) st = record(g);
         if (st != CG_OK) {
+            /* not recordable (the driver refuses a call, or a copy from the host), out of memory
+               (a recording cannot wait for the stream to give the cache back; an ordinary step
+               can), or a failure of the step itself: nothing ran, and this step and the later
+               ones run without a graph (the ordinary step reports its own failure, if any) */
             snprintf(g->stats.why_not, sizeof g->stats.why_not, "%s", cg_last_error());
             g->give_up = 1;
-            /* not recordable, or out of memory (a recording cannot wait for the stream to give the
-               cache back; an ordinary step can): this step and the later ones run without it */
-            if (st == CG_E_UNSUPPORTED || st == CG_E_OOM) return warm_step(g, x, y, NULL, NULL, updated);
-            return st;
+            return warm_step(g, x, y, NULL, NULL, updated);
         }
     } else {
         CG_TRY(cg_tensor_copy_(g->xs, x));
@@ -394,13 +411,7 @@ cg_status cg_step_graph_stats_get(const cg_step_graph *g, cg_step_graph_stats *o
 
 void cg_step_graph_free(cg_step_graph *g) {
     if (!g) return;
-    if (g->graph && g->be->sync) { /* a free reports nothing */
-        char saved[1024];
-        snprintf(saved, sizeof saved, "%s", cg_last_error());
-        (void)g->be->sync(g->m->dev.index);
-        cg__restore_error(saved);
-    }
-    drop_graph(g);
+    drop_graph(g); /* no wait: queued replays keep what they use (graph.c) */
     for (int i = 0; i < N_LOG; i++) cg_tensor_release(g->at[i]);
     cg_tensor_release(g->log);
     cg_tensor_release(g->undo);

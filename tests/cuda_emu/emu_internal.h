@@ -56,11 +56,14 @@ cudaError_t sticky();
  * by it invalidates the capture (cudaStreamEndCapture then fails), as does a potentially
  * unsafe call (capture_allows: cudaMalloc, cudaFree, blocking copies, device
  * synchronisation, pinned allocation) from the capturing thread outside relaxed mode.
- * CGEMU_CAPTURE_REFUSE=1: every capture fails at its end (the caller's fallback is tested). */
+ * CGEMU_CAPTURE_REFUSE (tests of the caller's fallback): =1 every capture fails at its end;
+ * =call the first kernel launched into a capture fails (cudaErrorStreamCaptureUnsupported),
+ * as when a driver refuses a call there. capture_refusal(): 0, 1 or 2 (call). */
 cudaError_t capture_begin(cudaStream_t s, int mode);
 cudaError_t capture_end(cudaStream_t s, std::vector<std::function<void()>> **work);
 bool capture_allows(const char *call); /* false: the caller fails with cudaErrorStreamCaptureUnsupported */
 bool is_capturing(cudaStream_t s);
+int capture_refusal();
 void capture_fail(cudaStream_t s, const char *why); /* invalidates s's capture, if any */
 int exchange_mode(int mode);                         /* the thread's interaction mode; returns the old one */
 /* holds the emulator's lock for a scope */

@@ -248,6 +248,10 @@ cudaError_t queue_grid(dim3 grid, dim3 block, size_t smem, cudaStream_t s, std::
     if (smem > SMEM_LIMIT)
         return record_launch_error(cudaErrorInvalidValue,
                                    "launch: more than 48 KiB of dynamic shared memory without the opt-in attribute");
+    if (capture_refusal() == 2 && is_capturing(s)) {
+        capture_fail(s, "CGEMU_CAPTURE_REFUSE=call: a kernel launched into the capture");
+        return record_launch_error(cudaErrorStreamCaptureUnsupported, "launch refused in a capture (CGEMU_CAPTURE_REFUSE)");
+    }
     enqueue(s, [grid, block, smem, body] { run_grid(grid, block, smem, body); });
     if (sticky()) return record_launch_error(sticky(), "launch refused (see above)");
     return cudaSuccess;

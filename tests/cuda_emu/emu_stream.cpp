@@ -102,6 +102,12 @@ bool capture_allows(const char *call) {
     return false;
 }
 
+int capture_refusal() {
+    const char *r = getenv("CGEMU_CAPTURE_REFUSE"); /* tests of the caller's fallback */
+    if (!r || !*r || !strcmp(r, "0")) return 0;
+    return strcmp(r, "call") == 0 ? 2 : 1;
+}
+
 bool is_capturing(cudaStream_t s) {
     guard g;
     auto it = g_streams.find(s);
@@ -134,8 +140,7 @@ cudaError_t capture_end(cudaStream_t s, std::vector<std::function<void()>> **wor
     if (it == g_streams.end() || !it->second->cap) return cudaErrorIllegalState;
     stream_q *q = it->second;
     if (t_capturing == q) t_capturing = nullptr;
-    const char *refuse = getenv("CGEMU_CAPTURE_REFUSE"); /* tests of the caller's fallback */
-    if (refuse && *refuse && strcmp(refuse, "0") != 0) invalidate(q, "CGEMU_CAPTURE_REFUSE is set");
+    if (capture_refusal() == 1) invalidate(q, "CGEMU_CAPTURE_REFUSE is set");
     std::vector<std::function<void()>> *w = q->cap;
     q->cap = nullptr;
     if (q->cap_invalid) {
