@@ -70,7 +70,8 @@ CG_API cg_status cg_step_graph_run(cg_step_graph *g, const cg_tensor *x, const c
 /* Waits for the queued steps. *last_loss (may be NULL): the loss of the last step. */
 CG_API cg_status cg_step_graph_sync(cg_step_graph *g, double *last_loss);
 CG_API cg_status cg_step_graph_stats_get(const cg_step_graph *g, cg_step_graph_stats *out);
-/* Does not wait: queued steps still run (sync first to see how they ended). */
+/* Queued steps still run; sync first to see how they ended. (It does not wait for them
+ * itself, though freeing a recording's cuBLAS and cuDNN handles may wait for the device.) */
 CG_API void cg_step_graph_free(cg_step_graph *g);
 
 /* Logs of one epoch; NaN marks values not computed (no validation, no accuracy). */

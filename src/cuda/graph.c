@@ -131,7 +131,9 @@ static cg_status graph_launch(void *graph) {
 
 /* Queued launches need nothing freed here: each holds its own copy of the executable graph
  * (cudaGraphExecDestroy frees it after them), its kernels use the device's workspace, not the
- * recording's handles, and the pool's blocks join the cache in stream order. No wait. */
+ * recording's handles, and the pool's blocks join the cache in stream order. No wait of its
+ * own (cublasDestroy and cudnnDestroy may synchronise the device; neither reads cgrad's
+ * device error word). */
 static void graph_free(void *graph) {
     cuda_graph *g = graph;
     if (!g) return;

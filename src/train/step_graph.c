@@ -69,7 +69,7 @@ struct cg_step_graph {
     uint64_t rng0, rng_adv; /* the stream at the recorded step, and its advance per step */
     /* what a recording holds of the model (held_by_model), after the last ordinary step and
        at the recording */
-    uintptr_t warm[N_HELD], rec[N_HELD];
+    uint64_t warm[N_HELD], rec[N_HELD];
     cg_step_graph_stats stats;
 };
 
@@ -110,9 +110,10 @@ static void host_back_to(cg_step_graph *g, int64_t k) {
 }
 
 /* One step on (x, y) inside the caller's scope; queued. hook (may be NULL) runs after the
- * backward. *updated: the update was queued. */
+ * backward. *began: the step's start was saved and counted (from there the device-side
+ * record and the BatchNorm statistics are the step's); *updated: the update was queued. */
 static cg_status step_body(cg_step_graph *g, const cg_tensor *x, const cg_tensor *y, cg_step_hook hook, void *user,
-                           int *updated) {
+                           int *began, int *updated) {
     cg_model *m = g->m;
     cg_tensor *out = NULL, *l = NULL;
     *updated = 0;
@@ -121,6 +122,7 @@ static cg_status step_body(cg_step_graph *g, const cg_tensor *x, const cg_tensor
         CG_TRY(cg__copy_gated(g->at[FIRST], g->at[DONE], g->at[GUARD]));
         CG_TRY(cg__reduce_to(g->at[DONE], g->at[ONE], 1.0, 0, 1));
     }
+    *began = 1;
     CG_TRY(cg_model_zero_grad(m));
     CG_TRY(cg__model_forward_impl(m, x, 1, &m->rng, &out));
     CG_TRY(cg_loss(&m->loss, out, y, &l));
@@ -142,11 +144,11 @@ static cg_status eager_step(cg_step_graph *g, const cg_tensor *x, const cg_tenso
         CG_TRY(cg__reduce_to(g->at[SAVED_LOSS], g->at[LOSS], 1.0, 0, 0));
         CG_TRY(cg__reduce_to(g->at[SAVED_GUARD], g->at[GUARD], 1.0, 0, 0));
     }
-    int was = m->training, updated = 0;
+    int was = m->training, updated = 0, began = 0;
     m->training = 1;
     cg_status st = cg_scope_begin();
     if (st == CG_OK) {
-        st = step_body(g, x, y, hook, user, &updated);
+        st = step_body(g, x, y, hook, user, &began, &updated);
         cg_scope_end();
     }
     *updated_out = updated;
@@ -154,6 +156,7 @@ static cg_status eager_step(cg_step_graph *g, const cg_tensor *x, const cg_tenso
     if (st != CG_OK && !updated) { /* nothing was updated: what the forward changed goes back too */
         host_back_to(g, g->n);
         cg_status rs = CG_OK;
+        if (!began) return st; /* it failed before it changed anything on the device */
         if (g->undo) {
             rs = cg__backend(m->dev)->copy_strided(m->stats, g->undo);
             cg__bump_version(m->stats);
@@ -174,14 +177,15 @@ static cg_status eager_step(cg_step_graph *g, const cg_tensor *x, const cg_tenso
  * reuse a freed one's address, and brings its own loss and settings) and the dropout seed
  * (the kernels take it by value). A change (cg_model_to, a recompile, an optimizer state
  * moved or reloaded, cg_model_set_rng) means recording again, not replaying a stale step. */
-static void held_by_model(const cg_step_graph *g, uintptr_t *held) {
+static void held_by_model(const cg_step_graph *g, uint64_t *held) {
     const cg_model *m = g->m;
-    held[0] = (uintptr_t)(m->flat ? cg__ptr(m->flat) : NULL);
-    held[1] = (uintptr_t)(m->gflat ? cg__ptr(m->gflat) : NULL);
-    held[2] = (uintptr_t)(m->stats ? cg__ptr(m->stats) : NULL);
-    held[3] = (uintptr_t)(m->opt ? cg__optimizer_id(m->opt) : 0);
-    for (int i = 0; i < 3; i++) held[4 + i] = (uintptr_t)(m->opt ? cg__optimizer_state_data(m->opt, i) : NULL);
-    held[7] = (uintptr_t)m->rng.seed;
+    held[0] = (uint64_t)(uintptr_t)(m->flat ? cg__ptr(m->flat) : NULL);
+    held[1] = (uint64_t)(uintptr_t)(m->gflat ? cg__ptr(m->gflat) : NULL);
+    held[2] = (uint64_t)(uintptr_t)(m->stats ? cg__ptr(m->stats) : NULL);
+    held[3] = m->opt ? cg__optimizer_id(m->opt) : 0;
+    for (int i = 0; i < 3; i++)
+        held[4 + i] = (uint64_t)(uintptr_t)(m->opt ? cg__optimizer_state_data(m->opt, i) : NULL);
+    held[7] = m->rng.seed;
 }
 
 static void drop_graph(cg_step_graph *g) {
@@ -207,7 +211,8 @@ static cg_status record(cg_step_graph *g) {
     if (st == CG_OK) {
         st = cg_scope_begin();
         if (st == CG_OK) {
-            st = step_body(g, g->xs, g->ys, NULL, NULL, &updated);
+            int began = 0;
+            st = step_body(g, g->xs, g->ys, NULL, NULL, &began, &updated);
             cg_scope_end(); /* the temporaries go back to the graph's pool */
         }
         cg_status es = g->be->graph_end(g->graph);
@@ -255,11 +260,12 @@ static cg_status replay(cg_step_graph *g) {
     return CG_OK;
 }
 
-/* An ordinary step; the model's memory after it is the warm fingerprint. */
+/* An ordinary step; when it succeeded (the optimizer's state then exists), the model's
+ * memory after it is the warm fingerprint a recording needs. */
 static cg_status warm_step(cg_step_graph *g, const cg_tensor *x, const cg_tensor *y, cg_step_hook hook, void *user,
                            int *updated) {
     cg_status st = eager_step(g, x, y, hook, user, updated);
-    held_by_model(g, g->warm);
+    if (st == CG_OK) held_by_model(g, g->warm);
     return st;
 }
 
@@ -288,7 +294,7 @@ cg_status cg__step_graph_step(cg_step_graph *g, const cg_tensor *x, const cg_ten
         g->have_key = 1;
     }
     int same_shape = memcmp(&k, &g->key, sizeof k) == 0;
-    uintptr_t now[N_HELD];
+    uint64_t now[N_HELD];
     held_by_model(g, now);
     if (g->recorded && memcmp(now, g->rec, sizeof now) != 0) drop_graph(g); /* moved, loaded, recompiled */
     if (!same_shape || hook) return warm_step(g, x, y, hook, user, updated);
@@ -411,7 +417,7 @@ cg_status cg_step_graph_stats_get(const cg_step_graph *g, cg_step_graph_stats *o
 
 void cg_step_graph_free(cg_step_graph *g) {
     if (!g) return;
-    drop_graph(g); /* no wait: queued replays keep what they use (graph.c) */
+    drop_graph(g); /* queued replays keep what they use (graph.c) */
     for (int i = 0; i < N_LOG; i++) cg_tensor_release(g->at[i]);
     cg_tensor_release(g->log);
     cg_tensor_release(g->undo);

@@ -418,8 +418,9 @@ static void steps_match(cg_step_graph *g, cg_model *ref, cg_model *m, cg_tensor 
  * queued after it took back: parameters, BatchNorm statistics and counters, optimizer,
  * dropout stream); the steps after the sync match again, and so do those after both
  * models were compiled again (a new optimizer: one ordinary step, then a new recording).
- * With CGEMU_CAPTURE_REFUSE set (the emulator's ctest test_gpu_emu_lt_half) every recording
- * fails, and every step is an ordinary one, with the same bits. */
+ * With CGEMU_CAPTURE_REFUSE set (the emulator's ctests test_gpu_emu_lt_half and
+ * test_gpu_emu_refuse_end) every recording fails, and every step is an ordinary one, with the
+ * same bits. */
 START_TEST(step_graph_matches_train_step) {
     cgt_rand r = cgt_rand_make("step graph");
     enum { NB = 9 };
