@@ -205,13 +205,13 @@ static cg_status record(cg_step_graph *g) {
     g->rng0 = m->rng.offset;
     m->rng_shift_dev = &dyn->shift;
     cg__optimizer_set_graph_coef(m->opt, &dyn->coef);
-    int was = m->training, updated = 0;
+    int was = m->training;
     m->training = 1;
     cg_status st = g->be->graph_begin(m->dev.index, &g->graph);
     if (st == CG_OK) {
         st = cg_scope_begin();
         if (st == CG_OK) {
-            int began = 0;
+            int began = 0, updated = 0;
             st = step_body(g, g->xs, g->ys, NULL, NULL, &began, &updated);
             cg_scope_end(); /* the temporaries go back to the graph's pool */
         }
@@ -221,16 +221,17 @@ static cg_status record(cg_step_graph *g) {
     m->training = was;
     m->rng_shift_dev = NULL;
     cg__optimizer_set_graph_coef(m->opt, NULL);
-    if (st != CG_OK) { /* nothing ran: the host state of the step goes back */
-        cg__optimizer_unstep(m->opt, cg_optimizer_steps(m->opt) - steps0);
-        host_back_to(g, g->n);
+    uint64_t adv = m->rng.offset - g->rng0;
+    /* nothing ran either way: the host state goes back to the step's start (on success the
+       first launch is this step, and it advances the state like every replay) */
+    cg__optimizer_unstep(m->opt, cg_optimizer_steps(m->opt) - steps0);
+    host_back_to(g, g->n);
+    if (st != CG_OK) {
         drop_graph(g);
         return st;
     }
-    g->rng_adv = m->rng.offset - g->rng0;
+    g->rng_adv = adv;
     held_by_model(g, g->rec);
-    host_back_to(g, g->n); /* the first launch is this step: it advances like every replay */
-    cg__optimizer_unstep(m->opt, 1);
     g->recorded = 1;
     return CG_OK;
 }

@@ -487,8 +487,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
         return fail(cudaErrorStreamCaptureUnsupported);
     }
     const emu_graph *x = (const emu_graph *)exec;
-    std::vector<std::function<void()>> work = x->work; /* this launch's copy */
-    cgemu::enqueue(s, [work] {
+    cgemu::enqueue(s, [work = x->work] { /* this launch's copy */
         for (const std::function<void()> &f : work) f();
     });
     return cgemu::sticky() ? fail(cgemu::sticky()) : cudaSuccess;
