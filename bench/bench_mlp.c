@@ -20,8 +20,8 @@
  * these workloads are skipped with a message.
  *
  * On a GPU each workload is timed twice: as above, and through cg_step_graph (the same step
- * recorded once as a CUDA graph and replayed; key NAME_graph), which must have replayed
- * every timed step. Each key names the anchor keys it is compared with (eager,
+ * recorded once as a CUDA graph and replayed on the batch held in its static inputs, as
+ * PyTorch's graphed anchor does; key NAME_graph), which must have replayed every timed step. Each key names the anchor keys it is compared with (eager,
  * CUDA-graphed, compiled); bench_mlp prints that map first as one `ANCHORS {...}` line,
  * then a table, then one `JSON {...}` line of cgrad key -> median ms. Default workloads: on the CPU those marked
  * cpu (the big ones would take minutes a step); on a GPU all of them. */
@@ -194,6 +194,16 @@ static double run(const workload *w, cg_device dev, int steps, int graphed) {
         CHECK(cg_step_graph_create(m, &sg));
         for (int s = 0; s < 2; s++) CHECK(cg_step_graph_run(sg, x, y));
         CHECK(cg_step_graph_sync(sg, NULL));
+        /* the timed steps read the batch from the graph's own inputs, as PyTorch's graphed
+           anchor reads its static x and y: no copy per step */
+        cg_tensor *gx = NULL, *gy = NULL;
+        CHECK(cg_step_graph_inputs(sg, &gx, &gy));
+        CHECK(cg_tensor_copy_(gx, x));
+        CHECK(cg_tensor_copy_(gy, y));
+        cg_tensor_release(x);
+        cg_tensor_release(y);
+        x = cg_tensor_retain(gx); /* released below like the batch it replaces */
+        y = cg_tensor_retain(gy);
     }
     CHECK(sync_device(dev));
     for (int g = 0; g < groups; g++) {

@@ -65,8 +65,15 @@ typedef struct cg_step_graph_stats {
 } cg_step_graph_stats;
 /* m: compiled (cg_model_compile). */
 CG_API cg_status cg_step_graph_create(cg_model *m, cg_step_graph **out);
-/* One training step on (x, y), queued. x and y on any device (copied to the model's). */
+/* One training step on (x, y), queued. x and y on any device (copied to the graph's static
+ * inputs, unless they are those: cg_step_graph_inputs). */
 CG_API cg_status cg_step_graph_run(cg_step_graph *g, const cg_tensor *x, const cg_tensor *y);
+/* The graph's own input tensors (borrowed, valid until cg_step_graph_free; x or y may be
+ * NULL), of the first step's shapes and dtypes, on the model's device; CG_E_STATE before the
+ * first step. Write a batch into them (cg_tensor_copy_) and pass them to cg_step_graph_run:
+ * the step then reads them where they are, with no copy (as PyTorch's static inputs of a
+ * captured graph). Writes are ordered after the steps queued before them. */
+CG_API cg_status cg_step_graph_inputs(cg_step_graph *g, cg_tensor **x, cg_tensor **y);
 /* Waits for the queued steps. *last_loss (may be NULL): the loss of the last step. */
 CG_API cg_status cg_step_graph_sync(cg_step_graph *g, double *last_loss);
 CG_API cg_status cg_step_graph_stats_get(const cg_step_graph *g, cg_step_graph_stats *out);

@@ -270,6 +270,33 @@ static cg_status warm_step(cg_step_graph *g, const cg_tensor *x, const cg_tensor
     return st;
 }
 
+/* The static inputs, of the first step's shapes, on the model's device. */
+static cg_status make_inputs(cg_step_graph *g) {
+    if (!g->xs) CG_TRY(cg__tensor_new(g->key.shape[0], g->key.ndim[0], g->key.dt[0], g->m->dev, &g->xs));
+    if (!g->ys) CG_TRY(cg__tensor_new(g->key.shape[1], g->key.ndim[1], g->key.dt[1], g->m->dev, &g->ys));
+    return CG_OK;
+}
+
+/* Copies (x, y) into the static inputs, unless they are the static inputs themselves. */
+static cg_status fill_inputs(cg_step_graph *g, const cg_tensor *x, const cg_tensor *y) {
+    if (x != g->xs) CG_TRY(cg_tensor_copy_(g->xs, x));
+    if (y != g->ys) CG_TRY(cg_tensor_copy_(g->ys, y));
+    return CG_OK;
+}
+
+cg_status cg_step_graph_inputs(cg_step_graph *g, cg_tensor **x, cg_tensor **y) {
+    if (x) *x = NULL;
+    if (y) *y = NULL;
+    CG_ARG_NOT_NULL(g, "cg_step_graph_inputs");
+    if (!g->have_key)
+        return CG_FAIL(CG_E_STATE, "cg_step_graph_inputs: run one step first (cg_step_graph_run): it fixes the "
+                                   "inputs' shapes and dtypes");
+    CG_TRY(make_inputs(g));
+    if (x) *x = g->xs;
+    if (y) *y = g->ys;
+    return CG_OK;
+}
+
 cg_status cg_step_graph_run(cg_step_graph *g, const cg_tensor *x, const cg_tensor *y) {
     int updated;
     return cg__step_graph_step(g, x, y, NULL, NULL, &updated);
@@ -304,11 +331,8 @@ cg_status cg__step_graph_step(cg_step_graph *g, const cg_tensor *x, const cg_ten
            step creates its state, which a recording would zero again at every replay */
         if (g->give_up || !g->be->graph_begin || memcmp(now, g->warm, sizeof now) != 0)
             return warm_step(g, x, y, NULL, NULL, updated);
-        cg_status st = CG_OK;
-        if (!g->xs) st = cg__tensor_new(x->shape, x->ndim, x->dtype, g->m->dev, &g->xs);
-        if (st == CG_OK && !g->ys) st = cg__tensor_new(y->shape, y->ndim, y->dtype, g->m->dev, &g->ys);
-        if (st == CG_OK) st = cg_tensor_copy_(g->xs, x);
-        if (st == CG_OK) st = cg_tensor_copy_(g->ys, y);
+        cg_status st = make_inputs(g);
+        if (st == CG_OK) st = fill_inputs(g, x, y);
         if (st == CG_OK) st = record(g);
         if (st != CG_OK) {
             /* not recordable (the driver refuses a call, or a copy from the host), out of memory
@@ -320,8 +344,7 @@ cg_status cg__step_graph_step(cg_step_graph *g, const cg_tensor *x, const cg_ten
             return warm_step(g, x, y, NULL, NULL, updated);
         }
     } else {
-        CG_TRY(cg_tensor_copy_(g->xs, x));
-        CG_TRY(cg_tensor_copy_(g->ys, y));
+        CG_TRY(fill_inputs(g, x, y));
     }
     CG_TRY(replay(g));
     *updated = 1;

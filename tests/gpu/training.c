@@ -520,6 +520,76 @@ START_TEST(step_graph_matches_train_step) {
 }
 END_TEST
 
+/* Batches written into the step graph's own inputs (cg_step_graph_inputs) and run from
+ * there, without a copy, train as batches passed in: the same bits as cg_model_train_step;
+ * on the GPU every step after the first replays. Steps with other tensors in between still
+ * copy into the inputs, and the inputs keep what was written into them. */
+START_TEST(step_graph_static_inputs) {
+    cgt_rand r = cgt_rand_make("step graph inputs");
+    enum { NB = 6 };
+    int64_t s16[2] = {16, 12}, n16 = 16;
+    double *xv[NB], *yv[NB];
+    for (int b = 0; b < NB; b++) {
+        xv[b] = randn_arr(&r, 16 * 12, 0, 1);
+        yv[b] = malloc(16 * sizeof *yv[b]);
+        for (int64_t i = 0; i < 16; i++) yv[b][i] = (double)((i * 3 + b) % 5), xv[b][i * 12 + i % 5] += 1.5;
+    }
+    for (int dv = 0; dv < 2; dv++) {
+        cg_device dev = dv ? GPU : CG_CPU;
+        const char *refuse = getenv("CGEMU_CAPTURE_REFUSE");
+        int graphs = cg__backend(dev)->graph_begin != NULL && !(refuse && *refuse);
+        cg_tensor *x[NB], *y[NB];
+        for (int b = 0; b < NB; b++) {
+            x[b] = cgt_tensor(xv[b], s16, 2, CG_F32, CG_CPU);
+            y[b] = cgt_tensor(yv[b], &n16, 1, CG_I64, CG_CPU);
+        }
+        cg_model *ref = graph_model(dev, 0), *m = graph_model(dev, 0);
+        cg_step_graph *g;
+        CGT_OK(cg_step_graph_create(m, &g));
+        cg_tensor *xs = NULL, *ys = NULL;
+        CGT_FAILS(cg_step_graph_inputs(g, &xs, &ys), CG_E_STATE, "run one step first");
+        ck_assert(xs == NULL && ys == NULL);
+        double lref = 0, lg = 0;
+        CGT_OK(cg_step_graph_run(g, x[0], y[0]));
+        CGT_OK(cg_model_train_step(ref, x[0], y[0], &lref));
+        CGT_OK(cg_step_graph_inputs(g, &xs, &ys));
+        ck_assert(xs && ys);
+        ck_assert_int_eq(cg_tensor_ndim(xs), 2);
+        ck_assert_int_eq(cg_tensor_shape(xs)[0], 16);
+        ck_assert_int_eq(cg_tensor_shape(xs)[1], 12);
+        ck_assert_int_eq(cg_tensor_dtype(xs), CG_F32);
+        ck_assert_int_eq(cg_tensor_dtype(ys), CG_I64);
+        ck_assert(cg__same_device(cg_tensor_device(xs), dev) && cg__same_device(cg_tensor_device(ys), dev));
+        for (int b = 1; b < NB; b++) {
+            if (b == 3) { /* passed in: copied into the inputs */
+                CGT_OK(cg_step_graph_run(g, x[b], y[b]));
+            } else {
+                CGT_OK(cg_tensor_copy_(xs, x[b]));
+                CGT_OK(cg_tensor_copy_(ys, y[b]));
+                CGT_OK(cg_step_graph_run(g, xs, ys));
+            }
+            CGT_OK(cg_model_train_step(ref, x[b], y[b], &lref));
+        }
+        CGT_OK(cg_step_graph_sync(g, &lg));
+        ck_assert_msg(lg == lref, "last loss %.17g, cg_model_train_step's %.17g", lg, lref);
+        assert_same_model(ref, m, "after steps on the static inputs");
+        double *got = cgt_read(xs); /* the last batch written, untouched by the steps */
+        for (int64_t i = 0; i < 16 * 12; i++)
+            ck_assert_msg(got[i] == cgt_round_to(xv[NB - 1][i], CG_F32), "static x[%lld] = %.9g, written %.9g",
+                          (long long)i, got[i], xv[NB - 1][i]);
+        free(got);
+        cg_step_graph_stats st;
+        CGT_OK(cg_step_graph_stats_get(g, &st));
+        ck_assert_int_eq(st.steps, NB);
+        ck_assert_int_eq(st.replays, graphs ? NB - 1 : 0);
+        cg_step_graph_free(g);
+        cg_model_free(ref), cg_model_free(m);
+        for (int b = 0; b < NB; b++) cg_tensor_release(x[b]), cg_tensor_release(y[b]);
+    }
+    for (int b = 0; b < NB; b++) free(xv[b]), free(yv[b]);
+}
+END_TEST
+
 /* fit on the GPU replays its recorded step (cg_epoch_logs.replayed) and computes what it
  * computes without graphs (cg_fit_config.no_graphs): the same bits in every state-dict
  * tensor, loss and accuracy, with BatchNorm, dropout, AdamW with clipping and a schedule,
@@ -574,5 +644,6 @@ void gpu_add_training(TCase *ops, TCase *large) {
     tcase_add_test(ops, predict_threads_match_one_thread);
     tcase_add_test(ops, fit_bad_label_like_cpu);
     tcase_add_test(ops, step_graph_matches_train_step);
+    tcase_add_test(ops, step_graph_static_inputs);
     tcase_add_test(ops, fit_graphs_match_ordinary_steps);
 }
