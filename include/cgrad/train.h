@@ -37,8 +37,9 @@ CG_API cg_status cg_model_train_step(cg_model *m, const cg_tensor *x, const cg_t
  * every later one replays it: one launch a step instead of one per kernel, the host-side
  * graph and allocations not rebuilt. What changes between steps (the learning rate and
  * bias corrections, the dropout stream) is written to device memory before each replay, so
- * every step computes what cg_model_train_step would: the same bits. A batch of another
- * shape (a last, smaller batch) runs as an ordinary step. On the CPU, or when the step
+ * every step computes what cg_model_train_step would: the same bits. The first step that
+ * succeeds fixes the shapes recorded; a batch of another shape (a last, smaller batch) runs
+ * as an ordinary step. On the CPU, or when the step
  * cannot be recorded or the recording runs out of device memory (cg_step_graph_stats says
  * why), every step runs as an ordinary one.
  *
@@ -69,8 +70,8 @@ CG_API cg_status cg_step_graph_create(cg_model *m, cg_step_graph **out);
  * inputs, unless they are those: cg_step_graph_inputs). */
 CG_API cg_status cg_step_graph_run(cg_step_graph *g, const cg_tensor *x, const cg_tensor *y);
 /* The graph's own input tensors (borrowed, valid until cg_step_graph_free; x or y may be
- * NULL), of the first step's shapes and dtypes, on the model's device; CG_E_STATE before the
- * first step. Write a batch into them (cg_tensor_copy_) and pass them to cg_step_graph_run:
+ * NULL), of the shapes and dtypes of the first step that succeeded, on the model's device;
+ * CG_E_STATE before one has. Write a batch into them (cg_tensor_copy_) and pass them to cg_step_graph_run:
  * the step then reads them where they are, with no copy (as PyTorch's static inputs of a
  * captured graph). Writes are ordered after the steps queued before them. */
 CG_API cg_status cg_step_graph_inputs(cg_step_graph *g, cg_tensor **x, cg_tensor **y);

@@ -289,8 +289,8 @@ cg_status cg_step_graph_inputs(cg_step_graph *g, cg_tensor **x, cg_tensor **y) {
     if (y) *y = NULL;
     CG_ARG_NOT_NULL(g, "cg_step_graph_inputs");
     if (!g->have_key)
-        return CG_FAIL(CG_E_STATE, "cg_step_graph_inputs: run one step first (cg_step_graph_run): it fixes the "
-                                   "inputs' shapes and dtypes");
+        return CG_FAIL(CG_E_STATE, "cg_step_graph_inputs: run one step first (cg_step_graph_run): the first that "
+                                   "succeeds fixes the inputs' shapes and dtypes");
     CG_TRY(make_inputs(g));
     if (x) *x = g->xs;
     if (y) *y = g->ys;
@@ -317,9 +317,10 @@ cg_status cg__step_graph_step(cg_step_graph *g, const cg_tensor *x, const cg_ten
                                     "free it and create a new one", a, b);
     }
     shape_key k = key_of(x, y);
-    if (!g->have_key) { /* the first step's shape is the one recorded */
-        g->key = k;
-        g->have_key = 1;
+    if (!g->have_key) { /* the first step that succeeds fixes the shapes recorded (not one that failed on them) */
+        cg_status st = warm_step(g, x, y, hook, user, updated);
+        if (st == CG_OK) g->key = k, g->have_key = 1;
+        return st;
     }
     int same_shape = memcmp(&k, &g->key, sizeof k) == 0;
     uint64_t now[N_HELD];

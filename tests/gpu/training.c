@@ -417,7 +417,8 @@ static void steps_match(cg_step_graph *g, cg_model *ref, cg_model *m, cg_tensor 
  * step 6, and the model is the reference's after 5 steps (the failing step and the one
  * queued after it took back: parameters, BatchNorm statistics and counters, optimizer,
  * dropout stream); the steps after the sync match again, and so do those after both
- * models were compiled again (a new optimizer: one ordinary step, then a new recording).
+ * models were compiled again (a new optimizer: one ordinary step, then a new recording, also
+ * when a step failed before the new optimizer's first update).
  * With CGEMU_CAPTURE_REFUSE set (the emulator's ctests test_gpu_emu_lt_half and
  * test_gpu_emu_refuse_end) every recording fails, and every step is an ordinary one, with the
  * same bits. */
@@ -506,6 +507,12 @@ START_TEST(step_graph_matches_train_step) {
                 cg_loss_config l = cg_loss_config_default(CG_LOSS_CROSS_ENTROPY);
                 CGT_OK(cg_model_compile(m, &o, &l, 0));
                 CGT_OK(cg_model_compile(ref, &o, &l, 0));
+                /* a step that fails before the new optimizer's first update: still no state to record
+                   with, so the next step is an ordinary one too */
+                yw = cgt_tensor(yv[0], &wrong, 1, CG_I64, dev);
+                CGT_FAILS(cg_step_graph_run(g, x[0], yw), CG_E_SHAPE, "15");
+                CGT_FAILS(cg_model_train_step(ref, x[0], yw, NULL), CG_E_SHAPE, "15");
+                cg_tensor_release(yw);
                 steps_match(g, ref, m, x, y, 0, 4, "after compiling again");
                 cg_step_graph_stats st2;
                 CGT_OK(cg_step_graph_stats_get(g, &st2));
@@ -523,7 +530,8 @@ END_TEST
 /* Batches written into the step graph's own inputs (cg_step_graph_inputs) and run from
  * there, without a copy, train as batches passed in: the same bits as cg_model_train_step;
  * on the GPU every step after the first replays. Steps with other tensors in between still
- * copy into the inputs, and the inputs keep what was written into them. */
+ * copy into the inputs, and the inputs keep what was written into them. A first step that
+ * fails fixes no shapes. */
 START_TEST(step_graph_static_inputs) {
     cgt_rand r = cgt_rand_make("step graph inputs");
     enum { NB = 6 };
@@ -549,6 +557,14 @@ START_TEST(step_graph_static_inputs) {
         cg_tensor *xs = NULL, *ys = NULL;
         CGT_FAILS(cg_step_graph_inputs(g, &xs, &ys), CG_E_STATE, "run one step first");
         ck_assert(xs == NULL && ys == NULL);
+        /* a first step that fails (labels for 15 rows) fixes no shapes: the inputs still wait
+           for one that succeeds, and the batches of 16 are recorded */
+        int64_t n15 = 15;
+        cg_tensor *y15 = cgt_tensor(yv[0], &n15, 1, CG_I64, CG_CPU);
+        CGT_FAILS(cg_step_graph_run(g, x[0], y15), CG_E_SHAPE, "15");
+        CGT_FAILS(cg_model_train_step(ref, x[0], y15, NULL), CG_E_SHAPE, "15");
+        cg_tensor_release(y15);
+        CGT_FAILS(cg_step_graph_inputs(g, &xs, &ys), CG_E_STATE, "the first that succeeds");
         double lref = 0, lg = 0;
         CGT_OK(cg_step_graph_run(g, x[0], y[0]));
         CGT_OK(cg_model_train_step(ref, x[0], y[0], &lref));
